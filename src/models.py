@@ -1,0 +1,242 @@
+"""The architecture zoo: one short Keras function per net, registered by name.
+
+Each function maps the normalized (and, in training, augmented) image tensor to class
+probabilities. :func:`build_model` adds what every net shares: a uint8 input, the
+normalization statistics from the preprocess stage and the augmentation layers, so a saved
+model takes raw CIFAR images and needs nothing else.
+"""
+
+import functools
+import socket
+from collections.abc import Callable
+
+import keras
+from keras import layers
+from keras.constraints import MaxNorm
+
+from src.errors import PipelineError
+
+ARCHITECTURES: dict[str, Callable] = {}
+
+
+def register(function: Callable) -> Callable:
+    ARCHITECTURES[function.__name__] = function
+    return function
+
+
+def _conv(filters, kernel=3, **kwargs):
+    return layers.Conv2D(filters, kernel, padding="same", **kwargs)
+
+
+@register
+def elu3(x, num_classes):
+    """Seed 000: three 3x3 ELU convs (16/32/64) with pooling, dense 512, dropout 0.2 (553,514 params)."""
+    for filters in (16, 32, 64):
+        x = _conv(filters, activation="elu")(x)
+        x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.Dropout(0.2)(layers.Flatten()(x))
+    x = layers.Dropout(0.2)(layers.Dense(512, activation="elu")(x))
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+@register
+def relu4(x, num_classes):
+    """Seed 001, 4-layer net: conv 32/32, 64/64 (second of each pair unpadded), dense 512.
+
+    The seed's SGD learning rate 0.1 diverges (loss stays at ln 10 from the first epoch), so
+    params.yaml uses 0.01, the closest power of ten that trains; momentum 0.9, Nesterov and
+    the Keras 2 ``decay=1e-6`` are kept.
+    """
+    for filters in (32, 64):
+        x = _conv(filters, activation="relu")(x)
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.Dropout(0.25)(layers.MaxPooling2D(2)(x))
+    x = layers.Dropout(0.5)(layers.Dense(512, activation="relu")(layers.Flatten()(x)))
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+@register
+def relu6(x, num_classes):
+    """Seed 001, 6-layer net: conv pairs 32/64/128 with dropout 0.2, dense 1024 with max-norm 3.
+
+    Learning rate 0.01 instead of the seed's diverging 0.1, as for relu4.
+    """
+    for filters in (32, 64, 128):
+        x = layers.Dropout(0.2)(_conv(filters, activation="relu")(x))
+        x = layers.MaxPooling2D(2)(_conv(filters, activation="relu")(x))
+    x = layers.Dropout(0.2)(layers.Flatten()(x))
+    x = layers.Dense(1024, activation="relu", kernel_constraint=MaxNorm(3))(x)
+    return layers.Dense(num_classes, activation="softmax")(layers.Dropout(0.2)(x))
+
+
+@register
+def strided2(x, num_classes):
+    """Seed 002, model_1: two 5x5 stride-2 convs, pooling, dense 512 (181,162 params)."""
+    x = layers.Conv2D(32, 5, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(32, 5, strides=2, activation="relu")(x)
+    x = layers.Dropout(0.25)(layers.MaxPooling2D(2)(x))
+    x = layers.Dropout(0.5)(layers.Dense(512, activation="relu")(layers.Flatten()(x)))
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+@register
+def strided4(x, num_classes):
+    """Seed 002, model_2: conv 5x5 32/32, pool, conv 3x3 32/16, pool, dense 512 (252,378 params)."""
+    x = layers.Conv2D(32, 5, padding="same", activation="relu")(x)
+    x = layers.Conv2D(32, 5, activation="relu")(x)
+    x = layers.Dropout(0.5)(layers.MaxPooling2D(2)(x))
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.Conv2D(16, 3, activation="relu")(x)
+    x = layers.Dropout(0.5)(layers.MaxPooling2D(2)(x))
+    x = layers.Dropout(0.5)(layers.Dense(512, activation="relu")(layers.Flatten()(x)))
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+@register
+def conv4(x, num_classes):
+    """Seed 003: four 3x3 ReLU convs 32/64/128/256 with pooling, dropout 0.5, dense 512
+    (964,516 params with CIFAR-100's 100 classes)."""
+    for filters in (32, 64, 128, 256):
+        x = layers.MaxPooling2D(2)(_conv(filters, activation="relu")(x))
+    x = layers.Dense(512, activation="relu")(layers.Dropout(0.5)(layers.Flatten()(x)))
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+def _vgg6(x, num_classes, top_filters=128, dropout=0.0, batch_norm=False):
+    # Seed 004 leaves the convs without activation: the blocks are linear up to the dense layers.
+    for filters in (32, 64, top_filters):
+        x = _conv(filters)(_conv(filters)(x))
+        if batch_norm:
+            x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D()(x)
+        if dropout and filters != top_filters:
+            x = layers.Dropout(dropout)(x)
+    x = layers.Dense(128, activation="relu")(layers.Flatten()(x))
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    x = layers.Dense(64, activation="relu")(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+@register
+def vgg6(x, num_classes):
+    """Seed 004, base: conv pairs 32/64/128 without activation, dense 128/64 (558,186 params)."""
+    return _vgg6(x, num_classes)
+
+
+@register
+def vgg6_dropout(x, num_classes):
+    """Seed 004, + dropout 0.2 after the first two blocks and the dense layers (top convs 256)."""
+    return _vgg6(x, num_classes, top_filters=256, dropout=0.2)
+
+
+@register
+def vgg6_bn(x, num_classes):
+    """Seed 004, + batch-norm after each conv pair (otherwise as vgg6_dropout)."""
+    return _vgg6(x, num_classes, top_filters=256, dropout=0.2, batch_norm=True)
+
+
+@register
+def vgg6_bn_aug(x, num_classes):
+    """Seed 004, + augmentation (shift 0.1, horizontal flip: set in params.yaml), net as vgg6_bn."""
+    return _vgg6(x, num_classes, top_filters=256, dropout=0.2, batch_norm=True)
+
+
+VGG16_NOTOP = ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+               "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "6d6bbae143d832006294945121d1f1fc")
+WEIGHTS_TIMEOUT_SECONDS = 30
+
+
+def _fetch_imagenet_weights(arch: str) -> str:
+    """Path of the cached VGG16 ImageNet weights, fetched once with a timeout so it never hangs."""
+    name, url, md5 = VGG16_NOTOP
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(WEIGHTS_TIMEOUT_SECONDS)
+    try:
+        return keras.utils.get_file(name, url, file_hash=md5, cache_subdir="models")
+    except Exception as error:  # urllib, socket and hash errors all mean "no weights"
+        raise PipelineError(f"cannot fetch the ImageNet weights for {arch} ({' '.join(str(error).split())}); "
+                            f"set `train.{arch}.weights: null` in params.yaml to train from scratch "
+                            f"offline, or put {name} in ~/.keras/models/") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _vgg16(x, num_classes, weights=None, arch="vgg16_transfer"):
+    weights_path = _fetch_imagenet_weights(arch) if weights == "imagenet" else None
+    base = keras.applications.VGG16(include_top=False, weights=weights_path, input_shape=(32, 32, 3))
+    x = layers.GlobalAveragePooling2D()(base(x))
+    x = layers.Dropout(0.2)(layers.Dense(128, activation="relu")(x))
+    x = layers.Dropout(0.2)(layers.Dense(64, activation="relu")(x))
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+@register
+def vgg16_transfer(x, num_classes, weights=None):
+    """Seed 004, VGG16 base (ImageNet weights), global average pooling, dense 128/64, dropout 0.2."""
+    return _vgg16(x, num_classes, weights, "vgg16_transfer")
+
+
+@register
+def vgg16_transfer_aug(x, num_classes, weights=None):
+    """Seed 004, VGG16 transfer + augmentation (shift 0.1, horizontal flip: set in params.yaml)."""
+    return _vgg16(x, num_classes, weights, "vgg16_transfer_aug")
+
+
+def _conv_bn(x, filters):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    return layers.ReLU()(layers.BatchNormalization()(x))
+
+
+@register
+def resnet_fast(x, num_classes, width=32):
+    """Ours: a ResNet-9 in the style of Page's DAWNBench net at a quarter of its width,
+    small enough for a CPU: prep conv, three pooled stages, residual blocks after the first
+    and last, global max pooling. Trained with one-cycle SGD, label smoothing and
+    flip + pad-crop augmentation (params.yaml)."""
+    x = _conv_bn(x, width)
+    for stage, filters in enumerate((2 * width, 4 * width, 8 * width)):
+        x = layers.MaxPooling2D()(_conv_bn(x, filters))
+        if stage != 1:
+            x = layers.Add()([x, _conv_bn(_conv_bn(x, filters), filters)])
+    x = layers.GlobalMaxPooling2D()(x)
+    return layers.Dense(num_classes, activation="softmax")(x)
+
+
+def _augmentation(config: dict, seed: int) -> list:
+    augmentation = config.get("augmentation") or {}
+    steps = []
+    if augmentation.get("horizontal_flip"):
+        steps.append(layers.RandomFlip("horizontal", seed=seed))
+    if augmentation.get("shift"):
+        shift = augmentation["shift"]
+        # ImageDataGenerator's default fill mode, as in seed 004
+        steps.append(layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed))
+    if augmentation.get("crop_padding"):
+        # Pad-and-random-crop is a random integer shift with zero fill; RandomCrop would
+        # resize instead of center-crop at inference, RandomTranslation is the identity there.
+        shift = augmentation["crop_padding"] / 32
+        steps.append(layers.RandomTranslation(shift, shift, fill_mode="constant", interpolation="nearest",
+                                              seed=seed))
+    return steps
+
+
+def build_model(name: str, num_classes: int, normalization: dict, config: dict | None = None) -> keras.Model:
+    """Input (uint8) -> normalization -> augmentation (training only) -> architecture ``name``."""
+    if name not in ARCHITECTURES:
+        raise PipelineError(f"unknown architecture {name!r} in `architectures`; choose from "
+                            f"{', '.join(sorted(ARCHITECTURES))}")
+    config = config or {}
+    architecture = ARCHITECTURES[name]
+    if name.startswith("vgg16"):
+        architecture = functools.partial(architecture, weights=config.get("weights"))
+    inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
+    variance = [s**2 for s in normalization["std"]]
+    x = layers.Normalization(mean=normalization["mean"], variance=variance, name="normalization")(inputs)
+    for step in _augmentation(config, config.get("seed", 0)):
+        x = step(x)
+    return keras.Model(inputs, architecture(x, num_classes), name=name)

@@ -1,0 +1,132 @@
+"""Train one architecture: tf.data input, optimizer and schedule from params, Keras callbacks."""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
+
+
+def make_deterministic(seed: int) -> None:
+    """Same params on the same machine give the same weights and metrics, epoch by epoch."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+    """Batches of (uint8 images, float one-hot labels), gathered by index so shuffling moves
+    indices rather than images and no per-image Python or per-element tf.data work is done."""
+    images, labels = tf.constant(images), tf.constant(labels)
+    indices = tf.data.Dataset.range(len(images))
+    if shuffle_seed is not None:
+        indices = indices.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def gather(batch):
+        return tf.gather(images, batch), tf.cast(tf.gather(labels, batch), tf.float32)
+
+    return indices.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def learning_rate(config: dict, steps_per_epoch: int):
+    """A float or a Keras schedule, as `schedule` in the train section says."""
+    rate, schedule = config["learning_rate"], config.get("schedule", "constant")
+    total_steps = config["epochs"] * steps_per_epoch
+    if schedule == "inverse_time":  # Keras 2's `decay` argument: lr / (1 + decay * iterations)
+        return keras.optimizers.schedules.InverseTimeDecay(rate, decay_steps=1, decay_rate=config["decay"])
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=total_steps)
+    if schedule == "onecycle":  # linear warm-up over the first quarter, then cosine down to zero
+        warmup = max(1, total_steps // 4)
+        return keras.optimizers.schedules.CosineDecay(rate / 10, decay_steps=total_steps - warmup,
+                                                      warmup_target=rate, warmup_steps=warmup)
+    return rate
+
+
+def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate = learning_rate(config, steps_per_epoch)
+    decay = config.get("weight_decay") or None
+    name = config["optimizer"]
+    if name == "sgd":
+        return keras.optimizers.SGD(rate, momentum=config.get("momentum", 0.0),
+                                    nesterov=config.get("nesterov", False), weight_decay=decay)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(rate, weight_decay=decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=decay or 0.004)
+    return keras.optimizers.Adam(rate, weight_decay=decay)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Adds `epoch_seconds` and `learning_rate` to each epoch's logs and prints one line per epoch."""
+
+    def __init__(self, name: str, epochs: int):
+        super().__init__()
+        self.name, self.epochs = name, epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["epoch_seconds"] = time.perf_counter() - self.started
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        print(f"{self.name} epoch {epoch + 1}/{self.epochs}: loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} "
+              f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f} "
+              f"lr {logs['learning_rate']:.2e} {logs['epoch_seconds']:.1f}s", file=sys.stdout, flush=True)
+
+
+@dataclass
+class TrainingResult:
+    history: pd.DataFrame
+    train_seconds: float
+    best_epoch: int
+    train_images: int
+
+    def summary(self, monitor: str) -> dict:
+        best = self.history.iloc[self.best_epoch - 1]
+        return {
+            "epochs_run": len(self.history),
+            "best_epoch": self.best_epoch,
+            "monitor": monitor,
+            "val_accuracy": round(float(best["val_accuracy"]), 6),
+            "val_loss": round(float(best["val_loss"]), 6),
+            "train_seconds": round(self.train_seconds, 2),
+            "seconds_per_epoch": round(float(self.history["epoch_seconds"].median()), 3),
+            "images_per_second": round(self.train_images * len(self.history) / self.train_seconds, 1),
+        }
+
+
+def monitor_of(config: dict) -> str:
+    return (config.get("early_stopping") or {}).get("monitor", "val_accuracy")
+
+
+def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
+          extra_callbacks: list | None = None) -> TrainingResult:
+    """Compile and fit ``model`` as the train section ``config`` says; return its per-epoch history."""
+    make_deterministic(config["seed"])
+    steps_per_epoch = math.ceil(len(train_data[0]) / config["batch_size"])
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
+                  metrics=["accuracy"], jit_compile=config.get("jit_compile", False))
+    callbacks = [EpochLog(model.name, config["epochs"])]
+    stopping = config.get("early_stopping")
+    if stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=stopping["monitor"], patience=stopping["patience"],
+            restore_best_weights=stopping.get("restore_best_weights", False)))
+    started = time.perf_counter()
+    fit = model.fit(make_dataset(*train_data, config["batch_size"], shuffle_seed=config["seed"]),
+                    validation_data=make_dataset(*val_data, max(config["batch_size"], 500)),
+                    epochs=config["epochs"], callbacks=callbacks + (extra_callbacks or []), verbose=0)
+    train_seconds = time.perf_counter() - started
+    history = pd.DataFrame(fit.history)
+    history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    history = history[HISTORY_COLUMNS]
+    monitor = monitor_of(config)
+    best = history[monitor].idxmin() if monitor.endswith("loss") else history[monitor].idxmax()
+    return TrainingResult(history, train_seconds, int(best) + 1, len(train_data[0]))

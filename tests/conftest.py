@@ -1,0 +1,102 @@
+"""Shared fixtures: generated archives, a scratch project folder, and a stage runner."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import cifar_fixtures
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar-10-python.tar.gz"
+REAL_MD5 = "d86034037ef419435e8027e306021067"
+
+
+@pytest.fixture(scope="session")
+def cifar10_archive(tmp_path_factory) -> Path:
+    return cifar_fixtures.write_archive(tmp_path_factory.mktemp("c10") / "cifar-10-python.tar.gz",
+                                        cifar_fixtures.cifar10_members())
+
+
+@pytest.fixture(scope="session")
+def cifar100_archive(tmp_path_factory) -> Path:
+    return cifar_fixtures.write_archive(tmp_path_factory.mktemp("c100") / "cifar-100-python.tar.gz",
+                                        cifar_fixtures.cifar100_members())
+
+
+def base_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def set_param(params: dict, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    section = params
+    for key in path:
+        section = section.setdefault(key, {})
+    section[last] = value
+
+
+class Project:
+    """A scratch folder laid out like the repository root, where stages run as DVC runs them."""
+
+    def __init__(self, root: Path, archive: Path | None):
+        self.root = root
+        self.params = copy.deepcopy(base_params())
+        if archive is not None:
+            dataset = "cifar100" if "100" in archive.name else "cifar10"
+            self.set(**{"data.dataset": dataset, "data.source": str(archive),
+                        "data.md5": cifar_fixtures.md5_of(archive)})
+
+    def set(self, **dotted_values) -> "Project":
+        for dotted, value in dotted_values.items():
+            set_param(self.params, dotted, value)
+        (self.root / "params.yaml").write_text(yaml.safe_dump(self.params, sort_keys=False))
+        return self
+
+    def run(self, stage: str, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(self.params, sort_keys=False))
+        result = subprocess.run([sys.executable, "-m", f"src.stages.{stage}", *args], cwd=self.root,
+                                capture_output=True, text=True, env=stage_env(env))
+        if check and result.returncode != 0:
+            raise AssertionError(f"stage {stage} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def files(self, folder: str) -> list[str]:
+        path = self.root / folder
+        return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+def stage_env(extra: dict | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0", **(extra or {})}
+    env.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    return env
+
+
+@pytest.fixture
+def project(tmp_path, cifar10_archive) -> Project:
+    return Project(tmp_path, cifar10_archive)
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    def make(archive: Path | None, name: str = "project") -> Project:
+        root = tmp_path / name
+        root.mkdir()
+        return Project(root, archive)
+
+    return make
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """The stage failed with exit code 2 and one `error:` line containing every fragment."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
