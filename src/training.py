@@ -43,7 +43,7 @@ def learning_rate(config: dict, steps_per_epoch: int):
         return keras.optimizers.schedules.CosineDecay(rate, decay_steps=total_steps)
     if schedule == "onecycle":  # linear warm-up over the first quarter, then cosine down to zero
         warmup = max(1, total_steps // 4)
-        return keras.optimizers.schedules.CosineDecay(rate / 10, decay_steps=total_steps - warmup,
+        return keras.optimizers.schedules.CosineDecay(rate / 10, decay_steps=max(1, total_steps - warmup),
                                                       warmup_target=rate, warmup_steps=warmup)
     return rate
 
@@ -107,8 +107,10 @@ def monitor_of(config: dict) -> str:
 
 def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
           extra_callbacks: list | None = None) -> TrainingResult:
-    """Compile and fit ``model`` as the train section ``config`` says; return its per-epoch history."""
-    make_deterministic(config["seed"])
+    """Compile and fit ``model`` as the train section ``config`` says; return its per-epoch history.
+
+    Call :func:`make_deterministic` before building ``model``: its initial weights come from the seed.
+    """
     steps_per_epoch = math.ceil(len(train_data[0]) / config["batch_size"])
     model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
@@ -122,7 +124,8 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     started = time.perf_counter()
     fit = model.fit(make_dataset(*train_data, config["batch_size"], shuffle_seed=config["seed"]),
                     validation_data=make_dataset(*val_data, max(config["batch_size"], 500)),
-                    epochs=config["epochs"], callbacks=callbacks + (extra_callbacks or []), verbose=0)
+                    epochs=config["epochs"], callbacks=callbacks + (extra_callbacks or []), verbose=0,
+                    shuffle=False)  # make_dataset already shuffles, with the seed
     train_seconds = time.perf_counter() - started
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
