@@ -1,14 +1,16 @@
 """`dvc repro` in a temporary git copy of the repository, and the data stages on real CIFAR-10."""
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import REAL_ARCHIVE, REAL_MD5, REPO, Project, set_param, stage_env
+from tests.conftest import REAL_ARCHIVE, REAL_MD5, REPO, Project, assert_one_error_line, set_param, stage_env
 
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", "src", ".dvc/config"]
 
@@ -90,3 +92,115 @@ def test_data_stages_on_real_cifar10(tmp_path):
     counts = json.loads((tmp_path / "data/split/class_counts.json").read_text())
     assert set(counts["train"].values()) == {4000} and set(counts["val"].values()) == {1000}
     assert float(train[:1000].mean()) == pytest.approx(120.7, abs=2)
+
+
+# --- the whole pipeline on generated data: train, evaluate, report ------------------------------
+
+TINY_ARCHITECTURES = ["elu3", "strided2"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory, cifar10_archive):
+    """`dvc repro` of the whole pipeline, two architectures, one epoch each, on a small archive."""
+    base = tmp_path_factory.mktemp("pipeline")
+    params = scratch_params(base, cifar10_archive)
+    params["architectures"] = TINY_ARCHITECTURES
+    for name in TINY_ARCHITECTURES:
+        params["train"][name].update(epochs=1, batch_size=50)
+    root = dvc_repo(base / "repo", params)
+    output = sh(root, "dvc", "repro")
+    return root, output
+
+
+def test_dvc_repro_runs_every_stage(tiny_pipeline):
+    root, output = tiny_pipeline
+    expected = ["download", "preprocess", "report", "split"]
+    expected += [f"{stage}@{name}" for stage in ("evaluate", "train") for name in TINY_ARCHITECTURES]
+    assert ran_stages(output) == sorted(expected)
+    assert sorted(p.name for p in (root / "models").iterdir()) == [
+        "elu3.keras", "elu3.run.json", "strided2.keras", "strided2.run.json"]
+
+
+def test_evaluation_is_logged_into_the_training_run(tiny_pipeline):
+    import mlflow
+
+    root, _ = tiny_pipeline
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    for name in TINY_ARCHITECTURES:
+        run_id = json.loads((root / f"models/{name}.run.json").read_text())["run_id"]
+        run = client.get_run(run_id)
+        metrics = json.loads((root / f"reports/eval/{name}.json").read_text())
+        assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+        assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == f"train@{name}"
+        artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+        assert {"evaluation/confusion_matrix.png", "evaluation/classification_report.json"} <= artifacts
+
+
+def test_evaluation_outputs_are_consistent(tiny_pipeline):
+    root, _ = tiny_pipeline
+    for name in TINY_ARCHITECTURES:
+        metrics = json.loads((root / f"reports/eval/{name}.json").read_text())
+        predictions = (root / f"reports/predictions/{name}.csv").read_text().splitlines()
+        assert predictions[0] == "image,actual,predicted,confidence" and len(predictions) == 51
+        rows = [line.split(",") for line in predictions[1:]]
+        assert metrics["test_accuracy"] == pytest.approx(sum(r[1] == r[2] for r in rows) / 50)
+        confusion = (root / f"reports/details/{name}/confusion_matrix.csv").read_text().splitlines()
+        assert sum(int(v) for line in confusion[1:] for v in line.split(",")[1:]) == 50
+
+
+def test_report_links_tables_and_determinism(tiny_pipeline):
+    root, _ = tiny_pipeline
+    report = (root / "reports/report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(links) >= 7
+    for link in links:
+        assert (root / "reports" / link).read_bytes().startswith(PNG_MAGIC), link
+    for name in TINY_ARCHITECTURES:
+        test = json.loads((root / f"reports/eval/{name}.json").read_text())
+        train = json.loads((root / f"reports/train/{name}.json").read_text())
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{100 * test['test_accuracy']:.2f} %" in row and f"{test['test_loss']:.4f}" in row
+        assert f"{100 * train['val_accuracy']:.2f} %" in row
+        assert json.loads((root / f"models/{name}.run.json").read_text())["run_id"] in report
+    before = {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()}
+    sh(root, "dvc", "repro", "--force", "report")
+    assert before == {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()}
+
+
+def test_dvc_metrics_and_plots(tiny_pipeline):
+    root, _ = tiny_pipeline
+    metrics = json.loads(sh(root, "dvc", "metrics", "show", "--json"))
+    shown = json.dumps(metrics)
+    for name in TINY_ARCHITECTURES:
+        assert f"reports/eval/{name}.json" in shown and f"reports/train/{name}.json" in shown
+    assert '"test_accuracy"' in shown
+    plots = json.loads(sh(root, "dvc", "plots", "show", "--json"))
+    assert not plots.get("errors")
+    assert {f"reports/history/{n}.csv" for n in TINY_ARCHITECTURES} <= set(plots["data"])
+    assert {f"reports/predictions/{n}.csv" for n in TINY_ARCHITECTURES} <= set(plots["data"])
+
+
+def test_report_names_the_architecture_whose_metrics_are_broken(tiny_pipeline, tmp_path):
+    root, _ = tiny_pipeline
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / "reports/eval/strided2.json").write_text("{not json")
+    result = subprocess.run([sys.executable, "-m", "src.stages.report"], cwd=copy, capture_output=True,
+                            text=True, env=stage_env())
+    assert_one_error_line(result, "test metrics of strided2 is corrupt", "dvc repro evaluate@strided2")
+    (copy / "reports/eval/strided2.json").unlink()
+    result = subprocess.run([sys.executable, "-m", "src.stages.report"], cwd=copy, capture_output=True,
+                            text=True, env=stage_env())
+    assert_one_error_line(result, "test metrics of strided2 is missing")
+
+
+def test_changing_one_architecture_reruns_only_its_stages(tiny_pipeline):
+    root, _ = tiny_pipeline
+    assert "up to date" in sh(root, "dvc", "status")
+    edit_params(root, **{"train.strided2.epochs": 2})
+    status = sh(root, "dvc", "status")
+    changed = sorted(line.rstrip(":").strip() for line in status.splitlines()
+                     if line.endswith(":") and not line.startswith("\t"))
+    assert changed == ["evaluate@strided2", "report", "train@strided2"], status
+    assert ran_stages(sh(root, "dvc", "repro")) == ["evaluate@strided2", "report", "train@strided2"]

@@ -52,7 +52,9 @@ def main(argv: list[str]) -> None:
         result = training.train(model, config, (train_images, train_labels), (val_images, val_labels),
                                 extra_callbacks=[tracking.EpochMetrics()])
         summary = {**result.summary(training.monitor_of(config)), "parameters": model.count_params()}
-        tracking.mlflow.log_metrics({k: float(v) for k, v in summary.items() if k != "monitor"})
+        # The best epoch's validation scores get their own names: `val_*` are per-epoch series.
+        tracking.mlflow.log_metrics({("best_" + k if k.startswith("val_") else k): float(v)
+                                     for k, v in summary.items() if k != "monitor"})
         tracking.log_keras_model(model, val_images[:2])
         with atomic_path(HISTORY_DIR / f"{name}.csv") as tmp:
             result.history.to_csv(tmp, index=False, float_format="%.6g")

@@ -1,0 +1,63 @@
+"""Score a trained model on the untouched test set with scikit-learn's metrics."""
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    log_loss,
+    top_k_accuracy_score,
+)
+
+from src.errors import PipelineError
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    per_class: pd.DataFrame  # precision / recall / f1 / support, one row per class
+    confusion: pd.DataFrame  # counts: rows actual, columns predicted
+    predictions: pd.DataFrame  # actual, predicted, confidence, one row per test image
+
+
+def load_model(path) -> keras.Model:
+    try:
+        return keras.models.load_model(path)
+    except FileNotFoundError:
+        raise PipelineError(f"model {path} is missing; run its train stage (`dvc repro`)") from None
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"model {path} cannot be loaded ({error}); retrain it with "
+                            "`dvc repro --force` on its train stage") from None
+
+
+def evaluate(model: keras.Model, images: np.ndarray, one_hot: np.ndarray, class_names: list[str],
+             batch_size: int) -> Evaluation:
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    if probabilities.shape != one_hot.shape:
+        raise PipelineError(f"model {model.name} predicts {probabilities.shape[1]} classes but the test set "
+                            f"has {one_hot.shape[1]}; retrain it on this data set (`dvc repro`)")
+    labels = list(range(len(class_names)))
+    actual, predicted = one_hot.argmax(axis=1), probabilities.argmax(axis=1)
+    metrics = {
+        "test_accuracy": round(float(accuracy_score(actual, predicted)), 6),
+        "test_loss": round(float(log_loss(actual, probabilities, labels=labels)), 6),
+        "test_images": len(actual),
+    }
+    if len(class_names) > 10:
+        metrics["test_top5_accuracy"] = round(float(top_k_accuracy_score(actual, probabilities, k=5,
+                                                                          labels=labels)), 6)
+    report = classification_report(actual, predicted, labels=labels, target_names=class_names,
+                                   output_dict=True, zero_division=0)
+    metrics["test_macro_f1"] = round(float(report["macro avg"]["f1-score"]), 6)
+    per_class = pd.DataFrame({name: report[name] for name in class_names}).T.rename_axis("class")
+    counts = confusion_matrix(actual, predicted, labels=labels)
+    confusion = pd.DataFrame(counts, index=pd.Index(class_names, name="actual"),
+                             columns=pd.Index(class_names, name="predicted"))
+    names = np.asarray(class_names)
+    predictions = pd.DataFrame({"actual": names[actual], "predicted": names[predicted],
+                                "confidence": probabilities.max(axis=1).round(4)})
+    return Evaluation(metrics, per_class, confusion, predictions)

@@ -1,0 +1,165 @@
+"""Training: determinism, schedules, the train stage's outputs, bad params and interruptions."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pytest
+
+from src import models, training
+from tests.conftest import assert_one_error_line, stage_env
+
+SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
+
+
+def tiny_data(seed=0, count=64):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+    return images, np.eye(10, dtype=np.uint8)[rng.integers(0, 10, count)]
+
+
+def fit_once(name, config):
+    training.make_deterministic(config["seed"])
+    model = models.build_model(name, 10, SCALE, config)
+    result = training.train(model, config, tiny_data(0), tiny_data(1, 32))
+    return result.history.drop(columns="epoch_seconds"), model.get_weights()
+
+
+@pytest.mark.parametrize("name", ["resnet_fast", "vgg6_bn_aug"])  # batch-norm, augmentation, dropout
+def test_same_params_give_identical_metrics_and_weights(name):
+    config = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "batch_size": 16, "epochs": 2, "seed": 3,
+              "schedule": "onecycle", "augmentation": {"horizontal_flip": True, "crop_padding": 4}}
+    first_history, first_weights = fit_once(name, config)
+    second_history, second_weights = fit_once(name, config)
+    assert first_history.equals(second_history)
+    assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights, strict=True))
+    other_history, _ = fit_once(name, {**config, "seed": 4})
+    assert not first_history.equals(other_history)
+
+
+def test_shuffling_is_seeded_and_changes_every_epoch():
+    images, labels = tiny_data(0, 40)
+    images[:, 0, 0, 0] = np.arange(40)  # tag each image with its index
+
+    def order(seed):
+        dataset = training.make_dataset(images, labels, 40, shuffle_seed=seed)
+        return [batch[0][:, 0, 0, 0].numpy().tolist() for _ in range(2) for batch in dataset]
+
+    first = order(1)
+    assert first == order(1) and first != order(2)
+    assert first[0] != first[1] and sorted(first[0]) == list(range(40))
+
+
+def test_learning_rate_schedules():
+    steps = 10
+    keras_decay = training.learning_rate({"learning_rate": 0.1, "schedule": "inverse_time", "decay": 0.5,
+                                          "epochs": 1}, steps)
+    assert float(keras_decay(2)) == pytest.approx(0.1 / (1 + 0.5 * 2))
+    onecycle = training.learning_rate({"learning_rate": 0.1, "schedule": "onecycle", "epochs": 4}, steps)
+    rates = [float(onecycle(step)) for step in range(40)]
+    assert rates[0] == pytest.approx(0.01) and max(rates) == pytest.approx(0.1, rel=1e-3)
+    assert rates.index(max(rates)) == 10 and rates[-1] < 0.001
+    assert training.learning_rate({"learning_rate": 0.1, "epochs": 1}, steps) == 0.1
+
+
+# --- the train stage, run as DVC runs it ---------------------------------------------------------
+
+def prepared(project, **params):
+    project.set(**{"train.elu3.epochs": 2, "train.elu3.batch_size": 50, **params})
+    for stage in ("download", "preprocess", "split"):
+        project.run(stage)
+    return project
+
+
+def client_of(project) -> mlflow.MlflowClient:
+    # An explicit client: mlflow's global tracking URI would leak from one test into the next.
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project.root / 'mlflow.db'}")
+
+
+def runs_of(project, name):
+    client = client_of(project)
+    experiment = client.get_experiment_by_name("cifar10")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.dvc_stage = 'train@{name}'")
+
+
+def test_train_stage_writes_model_history_metrics_and_mlflow_run(project):
+    result = prepared(project).run("train", "elu3")
+    assert result.stdout.count("elu3 epoch ") == 2  # one line per epoch, no progress bars
+    assert "━" not in result.stdout + result.stderr
+    assert project.files("models") == ["elu3.keras", "elu3.run.json"]
+    history = (project.root / "reports/history/elu3.csv").read_text().splitlines()
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,epoch_seconds"
+    assert len(history) == 3
+    summary = json.loads((project.root / "reports/train/elu3.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["parameters"] == 553_514
+
+    run_file = json.loads((project.root / "models/elu3.run.json").read_text())
+    [run] = runs_of(project, "elu3")
+    assert run.info.run_id == run_file["run_id"] and run.info.status == "FINISHED"
+    assert run.info.run_name == "elu3"
+    assert run.data.params["batch_size"] == "50" and run.data.params["parameters"] == "553514"
+    assert run.data.params["dataset"] == "cifar10" and run.data.params["normalization"] == "scale"
+    for tag in ("git_commit", "git_dirty", "data_md5", "dataset", "dvc_stage"):
+        assert run.data.tags[tag], tag
+    client = client_of(project)
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
+    for metric in ("train_seconds", "images_per_second", "best_epoch", "best_val_accuracy"):
+        assert metric in run.data.metrics
+    mlflow.set_tracking_uri(client.tracking_uri)  # pyfunc.load_model resolves models:/ URIs globally
+    [logged_model] = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    loaded = mlflow.pyfunc.load_model(f"models:/{logged_model.model_id}")
+    images = np.load(project.root / "data/processed/test_images.npy")[:3]
+    assert np.asarray(loaded.predict(images)).shape == (3, 10)
+    assert loaded.metadata.get_input_schema() is not None
+
+
+def test_bad_training_params_fail_before_training(project):
+    prepared(project)
+    project.set(**{"train.elu3.epochs": 0, "train.elu3.optimizer": "adagrad"})
+    result = project.run("train", "elu3", check=False)
+    assert_one_error_line(result, "`train.elu3.epochs` is 0", "`train.elu3.optimizer` is 'adagrad'")
+    project.set(**{"train.elu3.epochs": 1, "train.elu3.optimizer": "adam"})
+    project.set(**{"architectures": ["elu3", "lenet"], "train.lenet": dict(project.params["train"]["elu3"])})
+    assert_one_error_line(project.run("train", "lenet", check=False), "unknown architecture 'lenet'")
+    assert project.files("models") == [] and not (project.root / "mlflow.db").exists()
+
+
+def start_training(project, epochs=500):
+    project.set(**{"train.elu3.epochs": epochs})
+    process = subprocess.Popen([sys.executable, "-m", "src.stages.train", "elu3"], cwd=project.root,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=stage_env())
+    for line in process.stdout:  # wait until training is under way
+        if line.startswith("elu3 epoch 1/"):
+            return process
+    raise AssertionError(f"training never started: {process.wait()}")
+
+
+@pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGINT, "KILLED"), (signal.SIGTERM, "KILLED")])
+def test_interrupted_training_leaves_no_model_and_a_killed_run(project, signal_number, status):
+    process = start_training(prepared(project))
+    process.send_signal(signal_number)
+    assert process.wait(timeout=60) != 0
+    assert project.files("models") == []
+    [run] = runs_of(project, "elu3")
+    assert run.info.status == status
+
+
+def test_sigkilled_training_is_cleaned_up_by_the_next_run(project):
+    process = start_training(prepared(project))
+    process.kill()
+    process.wait(timeout=30)
+    assert not (project.root / "models/elu3.keras").exists()
+    [stale] = runs_of(project, "elu3")
+    assert stale.info.status == "RUNNING"  # nothing can run inside a SIGKILLed process
+    time.sleep(0.1)
+    project.set(**{"train.elu3.epochs": 1})
+    project.run("train", "elu3")
+    statuses = {run.info.run_id: run.info.status for run in runs_of(project, "elu3")}
+    assert statuses.pop(stale.info.run_id) == "KILLED"
+    assert list(statuses.values()) == ["FINISHED"]
+    assert project.files("models") == ["elu3.keras", "elu3.run.json"]
