@@ -71,9 +71,9 @@ class Project:
 
 
 def stage_env(extra: dict | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0", **(extra or {})}
-    env.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
-    return env
+    # Always explicit: mlflow.set_tracking_uri() in a test exports MLFLOW_TRACKING_URI to os.environ.
+    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0",
+            "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", **(extra or {})}
 
 
 @pytest.fixture
