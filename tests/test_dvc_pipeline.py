@@ -207,3 +207,14 @@ def test_changing_one_architecture_reruns_only_its_stages(tiny_pipeline):
     # `dvc status` names the stages whose own inputs changed; evaluate@strided2 follows once its model does.
     assert changed == ["report", "train@strided2"], status
     assert ran_stages(sh(root, "dvc", "repro")) == ["evaluate@strided2", "report", "train@strided2"]
+
+
+def test_b3_overhead_benchmark_on_the_tiny_pipeline(tiny_pipeline, tmp_path):
+    root, _ = tiny_pipeline  # up to date again after the previous test's repro
+    results = tmp_path / "B.md"
+    result = subprocess.run([sys.executable, "benchmarks/b3_pipeline_overhead.py", "--repeats", "1",
+                             "--repo", str(root)], cwd=REPO, capture_output=True, text=True,
+                            env=stage_env({"BENCHMARKS_MD": str(results)}))
+    assert result.returncode == 0, result.stderr
+    assert "`evaluate@elu3`, `report`, `train@elu3`" in results.read_text()
+    assert yaml.safe_load((root / "params.yaml").read_text())["train"]["elu3"]["epochs"] == 1  # restored

@@ -1,0 +1,82 @@
+"""B1: seed 000's notebook code against the pipeline's train@elu3, same epochs, batch, optimizer.
+
+Runs alternate A (seed) B (pipeline) A B ..., each under /usr/bin/time -v. The pipeline side
+uses seed 000's normalization (standardize) and is scored by the evaluate stage; its epochs
+hold 40,000 images (the split keeps 10,000 for validation) where the seed's hold 50,000, so
+time per training image is compared as well as time per epoch.
+
+Usage: python benchmarks/b1_train_speed.py [--epochs 20] [--pairs 3] [--archive PATH --md5 MD5]
+"""
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (
+    REAL_ARCHIVE,
+    REAL_MD5,
+    REPO,
+    append_result,
+    median,
+    run_stage,
+    scratch_project,
+    timed,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE)
+    parser.add_argument("--md5", default=REAL_MD5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        project = scratch_project(Path(scratch) / "pipeline", args.archive.resolve(), args.md5,
+                                  **{"preprocess.normalization": "standardize", "train.elu3.epochs": args.epochs})
+        for stage in ("download", "preprocess", "split"):
+            run_stage(project, stage)
+        seed, pipeline = [], []
+        for _ in range(args.pairs):
+            _, peak, out = timed([sys.executable, str(REPO / "benchmarks/seed000_notebook.py"),
+                                  str(args.archive.resolve()), str(args.epochs)], Path(scratch))
+            result = json.loads(out.strip().splitlines()[-1])
+            seed.append({"epoch": median(result["epoch_seconds"]), "peak": peak, "acc": result["test_accuracy"],
+                         "per_image": median(result["epoch_seconds"]) / result["train_images"]})
+            _, peak, _ = run_stage(project, "train", "elu3")
+            with (project / "reports/history/elu3.csv").open() as history:
+                epoch_seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(history)]
+            run_stage(project, "evaluate", "elu3")
+            accuracy = json.loads((project / "reports/eval/elu3.json").read_text())["test_accuracy"]
+            train_images = json.loads((project / "data/split/class_counts.json").read_text())["train"]
+            pipeline.append({"epoch": median(epoch_seconds), "peak": peak, "acc": accuracy,
+                             "per_image": median(epoch_seconds) / sum(train_images.values())})
+
+    def row(name, runs):
+        return (f"| {name} | {median([r['epoch'] for r in runs]):.2f} | "
+                f"{1e6 * median([r['per_image'] for r in runs]):.0f} | {max(r['peak'] for r in runs):,.0f} | "
+                f"{100 * median([r['acc'] for r in runs]):.2f} % |")
+
+    ratio_epoch = median([r["epoch"] for r in pipeline]) / median([r["epoch"] for r in seed])
+    ratio_image = median([r["per_image"] for r in pipeline]) / median([r["per_image"] for r in seed])
+    append_result("B1 train speed vs seed 000", f"python benchmarks/b1_train_speed.py --epochs {args.epochs} "
+                  f"--pairs {args.pairs}", [
+        f"{args.pairs} pairs, alternated seed / pipeline, {args.epochs} epochs each, batch 250, Adam.",
+        "",
+        "| code | s / epoch (median) | µs / training image | peak RSS (MB, max) | test accuracy (median) |",
+        "|---|---:|---:|---:|---:|",
+        row("seed 000 notebook", seed),
+        row("pipeline train@elu3", pipeline),
+        "",
+        f"Ratio pipeline / seed: **{ratio_epoch:.2f}** per epoch, **{ratio_image:.2f}** per training image.",
+    ])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Each benchmark runs once on generated data, so the scripts cannot rot (figures come from real runs)."""
+
+import subprocess
+import sys
+
+from tests import cifar_fixtures
+from tests.conftest import REPO, stage_env
+
+
+def run_benchmark(script, results, *args):
+    result = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True,
+                            text=True, env=stage_env({"BENCHMARKS_MD": str(results)}))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return results.read_text()
+
+
+def test_b1_train_speed_smoke(tmp_path, cifar10_archive):
+    text = run_benchmark("b1_train_speed.py", tmp_path / "B.md", "--epochs", "1", "--pairs", "1",
+                         "--archive", str(cifar10_archive), "--md5", cifar_fixtures.md5_of(cifar10_archive))
+    assert "| seed 000 notebook |" in text and "| pipeline train@elu3 |" in text
+    assert "Ratio pipeline / seed: **" in text
+
+
+def test_b2_data_stages_smoke(tmp_path, cifar10_archive):
+    text = run_benchmark("b2_data_stages.py", tmp_path / "B.md", "--repeats", "1",
+                         "--archive", str(cifar10_archive), "--md5", cifar_fixtures.md5_of(cifar10_archive))
+    assert "| preprocess |" in text and "| **all three** |" in text
