@@ -32,7 +32,7 @@ SCHEDULES = ("constant", "inverse_time", "cosine", "onecycle")
 MONITORS = ("val_loss", "val_accuracy")
 TRAIN_KEYS = {"optimizer", "learning_rate", "momentum", "nesterov", "schedule", "decay", "weight_decay",
               "label_smoothing", "batch_size", "epochs", "augmentation", "early_stopping", "weights", "seed",
-              "jit_compile", "seed_epochs", "seed_accuracy"}
+              "jit_compile", "seed_epochs", "seed_accuracy", "seed_dataset"}
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 

@@ -57,7 +57,10 @@ def comparison_table(results: list[dict], dataset: str) -> pd.DataFrame:
     rows = {}
     for r in results:
         train, test, config = r["train"], r["test"], r["config"]
-        seed = config.get("seed_accuracy")
+        seed = reporting.percent(config.get("seed_accuracy"))
+        seed_dataset = config.get("seed_dataset", "cifar10")
+        if config.get("seed_accuracy") is not None and seed_dataset != dataset:
+            seed += f" ({seed_dataset})"
         rows[r["name"]] = {
             "data set": dataset, "parameters": f"{train.get('parameters', 0):,}",
             "epochs run / best": f"{train['epochs_run']} / {train.get('best_epoch', '–')}",
@@ -68,7 +71,7 @@ def comparison_table(results: list[dict], dataset: str) -> pd.DataFrame:
             "val accuracy": reporting.percent(train["val_accuracy"]),
             "test accuracy": reporting.percent(test["test_accuracy"]),
             "test loss": f"{test['test_loss']:.4f}",
-            "seed's accuracy": reporting.percent(seed),
+            "seed's accuracy": seed,
         }
     order = sorted(results, key=lambda r: -r["test"]["test_accuracy"])
     return pd.DataFrame.from_dict(rows, orient="index").loc[[r["name"] for r in order]].rename_axis("architecture")
@@ -158,7 +161,8 @@ def render(params: dict, results: list[dict], figures: dict[str, str], dataset: 
         reporting.markdown_table(comparison_table(results, dataset)),
         "",
         "*seed's accuracy*: the figure the seed document reports for the same architecture, after "
-        "*seed epochs* epochs on the official CIFAR data.",
+        "*seed epochs* epochs on the official data (on another data set where one is named). "
+        "*s / epoch* is the median epoch, validation included.",
         "",
         "## Per-class F1 (%) on the test set",
         "",
