@@ -20,7 +20,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, append_result, median, timed
 
 
+def downstream_of(repo: Path, names: list[str]) -> set[str]:
+    """Stages that depend, directly or not, on the outputs of ``names`` (DVC's own stage graph)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        graph = dvc.index.graph  # an edge runs from a stage to the stage whose outputs it reads
+        stages = {stage.addressing: stage for stage in graph}
+        return {s.addressing for name in names for s in nx.ancestors(graph, stages[name])}
+
+
 def stages_to_rerun(repo: Path, architecture: str) -> list[str]:
+    """What `dvc repro` reruns after the edit: the stages whose own inputs changed (as
+    `dvc repro --dry` lists them) and everything downstream, whose inputs change when they rerun."""
     params_file = repo / "params.yaml"
     original = params_file.read_bytes()
     params = yaml.safe_load(original)
@@ -30,7 +43,8 @@ def stages_to_rerun(repo: Path, architecture: str) -> list[str]:
         dry = subprocess.run(["dvc", "repro", "--dry"], cwd=repo, capture_output=True, text=True, check=True)
     finally:
         params_file.write_bytes(original)
-    return sorted(re.findall(r"Running stage '([^']+)'", dry.stdout))
+    changed = re.findall(r"Running stage '([^']+)'", dry.stdout)
+    return sorted(set(changed) | downstream_of(repo, changed))
 
 
 def main() -> None:

@@ -130,13 +130,22 @@ def test_bad_training_params_fail_before_training(project):
 
 
 def start_training(project, epochs=500):
+    """Start a long training and return once its first epoch is logged.
+
+    Output goes to a file, not a pipe: an unread pipe fills up and blocks the child's exit.
+    """
     project.set(**{"train.elu3.epochs": epochs})
-    process = subprocess.Popen([sys.executable, "-m", "src.stages.train", "elu3"], cwd=project.root,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=stage_env())
-    for line in process.stdout:  # wait until training is under way
-        if line.startswith("elu3 epoch 1/"):
-            return process
-    raise AssertionError(f"training never started: {process.wait()}")
+    log = project.root / "train.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "src.stages.train", "elu3"], cwd=project.root,
+                                   stdout=out, stderr=subprocess.STDOUT, env=stage_env())
+    deadline = time.monotonic() + 300
+    while "elu3 epoch 1/" not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"training never started:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    return process
 
 
 @pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGINT, "KILLED"), (signal.SIGTERM, "KILLED")])
