@@ -27,8 +27,8 @@ def downstream_of(repo: Path, names: list[str]) -> set[str]:
 
     with Repo(str(repo)) as dvc:
         graph = dvc.index.graph  # an edge runs from a stage to the stage whose outputs it reads
-        stages = {stage.addressing: stage for stage in graph}
-        return {s.addressing for name in names for s in nx.ancestors(graph, stages[name])}
+        stages = {stage.name: stage for stage in graph}  # `addressing` is relative to the cwd
+        return {s.name for name in names for s in nx.ancestors(graph, stages[name])}
 
 
 def stages_to_rerun(repo: Path, architecture: str) -> list[str]:

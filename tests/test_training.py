@@ -137,8 +137,10 @@ def start_training(project, epochs=500):
     project.set(**{"train.elu3.epochs": epochs})
     log = project.root / "train.log"
     with log.open("w") as out:
+        # SIGINT as in a terminal: a shell starts background jobs (CI's may be one) with it ignored.
         process = subprocess.Popen([sys.executable, "-m", "src.stages.train", "elu3"], cwd=project.root,
-                                   stdout=out, stderr=subprocess.STDOUT, env=stage_env())
+                                   stdout=out, stderr=subprocess.STDOUT, env=stage_env(),
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while "elu3 epoch 1/" not in log.read_text():
         if process.poll() is not None or time.monotonic() > deadline:
