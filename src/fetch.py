@@ -78,14 +78,6 @@ def fetch_archive(source: str, expected_md5: str, destination: Path) -> Path:
     return destination
 
 
-def file_md5(path: Path) -> str:
-    md5 = hashlib.md5()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
-            md5.update(chunk)
-    return md5.hexdigest()
-
-
 def clear_folder(folder: Path) -> None:
     """Empty the download folder so a failed fetch cannot leave a stale archive behind."""
     if folder.exists():
