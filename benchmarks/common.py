@@ -62,3 +62,23 @@ def append_result(benchmark: str, command: str, lines: list[str]) -> None:
     print(block)
     with BENCHMARKS_MD.open("a") as out:
         out.write("\n" + block)
+
+
+def clean_clone(source: Path, dest: Path) -> str:
+    """``git clone`` the committed HEAD of ``source`` into ``dest`` (which must not exist); its commit."""
+    if dest.exists():
+        sys.exit(f"{dest} already exists; remove it or pass another --dest")
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    return git_head(dest)
+
+
+def git_head(repo: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def dvc_repro(clone: Path, *targets: str) -> tuple[float, float]:
+    """`dvc repro` in ``clone`` with its own code and MLflow store; wall seconds and peak RSS in MB."""
+    wall, peak, _ = timed(["dvc", "repro", *targets], clone,
+                          env={"PYTHONPATH": str(clone), "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"})
+    return wall, peak

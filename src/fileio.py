@@ -9,12 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask_mode(mode: int) -> int:
+    """``mode`` as the umask allows it: tempfile creates private (0600/0700) files and folders."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
+    os.fchmod(fd, _umask_mode(0o666))
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -30,6 +38,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    tmp.chmod(_umask_mode(0o777))
     try:
         yield tmp
         if target.exists():

@@ -197,8 +197,8 @@ def _conv_bn(x, filters):
 def resnet_fast(x, num_classes, width=16):
     """Ours: the ResNet-9 of Page's DAWNBench entry at a quarter of its width (16-32-64-128
     channels, 24 M multiply-adds per image): prep conv, three pooled stages, residual blocks
-    after the first and the last, global max pooling. Half width trains 3.5x slower here
-    (510 vs 146 s per epoch on 2 cores), too slow for the 25-minute budget. Trained with
+    after the first and the last, global max pooling. Half width trained 3.5x slower per epoch
+    in a side-by-side sweep on 2 cores, too slow for the 25-minute budget. Trained with
     one-cycle Nesterov SGD, label smoothing and flip + pad-crop augmentation (params.yaml)."""
     x = _conv_bn(x, width)
     for stage, filters in enumerate((2 * width, 4 * width, 8 * width)):

@@ -30,9 +30,14 @@ def _git(*args: str) -> str:
         return ""
 
 
+# What defines a result. Not the whole tree: `dvc repro` itself rewrites dvc.lock and the
+# git-tracked reports between stages, which would mark every later run dirty.
+SOURCE_PATHS = ["src", "params.yaml", "dvc.yaml", "requirements.txt"]
+
+
 def git_tags() -> dict[str, str]:
     commit = _git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS))
     return {"git_commit": commit, "git_dirty": str(dirty).lower(), "mlflow.source.git.commit": commit}
 
 

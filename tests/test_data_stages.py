@@ -2,7 +2,9 @@
 
 import http.server
 import json
+import os
 import socket
+import stat
 import tarfile
 import threading
 
@@ -304,3 +306,12 @@ def test_split_too_small_for_stratification(project):
 def test_split_without_preprocess_output(project):
     assert_one_error_line(project.run("split", check=False), "train_images.npy is missing",
                           "dvc repro preprocess")
+
+
+def test_outputs_get_the_usual_permissions(project):
+    # tempfile creates 0600 files and 0700 folders; published outputs follow the umask instead.
+    run_data_stages(project)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((project.root / "data/raw/cifar-10-python.tar.gz").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((project.root / "data/split").stat().st_mode) == 0o777 & ~umask

@@ -218,3 +218,26 @@ def test_b3_overhead_benchmark_on_the_tiny_pipeline(tiny_pipeline, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "`evaluate@elu3`, `report`, `train@elu3`" in results.read_text()
     assert yaml.safe_load((root / "params.yaml").read_text())["train"]["elu3"]["epochs"] == 1  # restored
+
+
+def test_b4_and_b5_clean_clones_of_the_tiny_pipeline(tiny_pipeline, tmp_path):
+    root, _ = tiny_pipeline
+    results = tmp_path / "B.md"
+    env = {"BENCHMARKS_MD": str(results)}
+    sh(REPO, sys.executable, "benchmarks/b4_clean_clone.py", "--source", str(root), "--dest",
+       str(tmp_path / "b4"), env=env)
+    text = results.read_text()
+    assert "B4 default pipeline from a clean clone" in text and "| elu3 | 1 |" in text
+    assert (tmp_path / "b4/reports/report.md").exists()
+    sh(REPO, sys.executable, "benchmarks/b5_reproducibility.py", "--reference", str(tmp_path / "b4"),
+       "--source", str(root), "--dest", str(tmp_path / "b5"), "evaluate@elu3", env=env)
+    text = results.read_text()
+    assert "B5 reproducibility" in text and "| `elu3`: model weights | yes |" in text
+    assert "| `data/split` (dvc.lock md5" in text and "**no**" not in text
+
+    from benchmarks.b5_reproducibility import compare
+
+    metrics = tmp_path / "b5/reports/eval/elu3.json"
+    metrics.write_text(metrics.read_text().replace('"test_images": 50', '"test_images": 49'))
+    assert [what for what, same in compare(tmp_path / "b4", tmp_path / "b5") if not same] == [
+        "`elu3`: `reports/eval/elu3.json` (test metrics)"]

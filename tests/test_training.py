@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from src import models, training
+from src import evaluation, models, tracking, training
 from tests.conftest import assert_one_error_line, stage_env
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
@@ -174,3 +174,43 @@ def test_sigkilled_training_is_cleaned_up_by_the_next_run(project):
     assert statuses.pop(stale.info.run_id) == "KILLED"
     assert list(statuses.values()) == ["FINISHED"]
     assert project.files("models") == ["elu3.keras", "elu3.run.json"]
+
+
+def test_git_dirty_counts_only_what_defines_a_result(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for path in ("src/code.py", "params.yaml", "reports/report.md", "dvc.lock"):
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text("original\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    monkeypatch.chdir(tmp_path)
+    assert tracking.git_tags()["git_dirty"] == "false"
+    (tmp_path / "reports/report.md").write_text("rewritten by the report stage\n")
+    (tmp_path / "dvc.lock").write_text("rewritten by dvc repro\n")
+    assert tracking.git_tags()["git_dirty"] == "false"
+    (tmp_path / "src/code.py").write_text("edited\n")
+    assert tracking.git_tags()["git_dirty"] == "true"
+
+
+class MirrorSensitiveModel:
+    """Predicts class 1 when the left half of an image is brighter than the right, else class 0."""
+
+    name = "mirror_sensitive"
+
+    def predict(self, images, batch_size, verbose):
+        halves = images.astype(float).reshape(len(images), 32, 2, 16, 3)
+        left_brighter = halves[:, :, 0].mean(axis=(1, 2, 3)) > halves[:, :, 1].mean(axis=(1, 2, 3))
+        confidence = np.where(left_brighter, 0.9, 0.2)  # P(class 1)
+        return np.stack([1 - confidence, confidence], axis=1)
+
+
+def test_flip_tta_averages_each_image_with_its_mirror():
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    images[0, :, :16] = 255  # left bright: plain P(1) = 0.9, mirrored 0.2 -> mean 0.55 -> class 1
+    images[1, :, 16:] = 255  # right bright: plain P(1) = 0.2, mirrored 0.9 -> mean 0.55 -> class 1
+    labels = np.eye(2, dtype=np.uint8)[[1, 1]]
+    result = evaluation.evaluate(MirrorSensitiveModel(), images, labels, ["a", "b"], batch_size=2)
+    assert result.metrics["test_accuracy"] == 0.5 and result.metrics["test_accuracy_flip_tta"] == 1.0

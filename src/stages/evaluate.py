@@ -6,7 +6,6 @@ DVC's confusion plot) and reports/details/NAME/ (per-class scores, confusion cou
 heatmap); logs all of it into the MLflow run that trained the model.
 """
 
-import tempfile
 from pathlib import Path
 
 from src import reporting, tracking
@@ -44,19 +43,19 @@ def main(argv: list[str]) -> None:
     model = load_model(MODELS_DIR / f"{name}.keras")
     result = evaluate(model, images, labels, class_names, params["evaluate"]["batch_size"])
 
-    with tempfile.TemporaryDirectory() as scratch:
-        write_details(Path(scratch), name, result)
-        with tracking.resume_run(MODELS_DIR / f"{name}.run.json"):
-            tracking.mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
-            tracking.mlflow.log_artifacts(scratch, artifact_path="evaluation")
-            tracking.mlflow.log_dict(result.per_class.round(4).to_dict(orient="index"),
-                                     "evaluation/classification_report.json")
+    # Logged from inside atomic_dir: the details folder appears only if MLflow took them too.
     with atomic_dir(DETAILS_DIR / name) as details:
         write_details(details, name, result)
+        with tracking.resume_run(MODELS_DIR / f"{name}.run.json"):
+            tracking.mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
+            tracking.mlflow.log_artifacts(str(details), artifact_path="evaluation")
+            tracking.mlflow.log_dict(result.per_class.round(4).to_dict(orient="index"),
+                                     "evaluation/classification_report.json")
     with atomic_path(PREDICTIONS_DIR / f"{name}.csv") as tmp:
         result.predictions.to_csv(tmp, index_label="image")
     write_json(EVAL_DIR / f"{name}.json", result.metrics)
-    print(f"evaluate@{name}: test accuracy {result.metrics['test_accuracy']:.4f}, "
+    print(f"evaluate@{name}: test accuracy {result.metrics['test_accuracy']:.4f} "
+          f"({result.metrics['test_accuracy_flip_tta']:.4f} with flip TTA), "
           f"loss {result.metrics['test_loss']:.4f} on {result.metrics['test_images']} images")
 
 

@@ -70,6 +70,7 @@ def comparison_table(results: list[dict], dataset: str) -> pd.DataFrame:
             "images / s": f"{train.get('images_per_second', 0):,.0f}",
             "val accuracy": reporting.percent(train["val_accuracy"]),
             "test accuracy": reporting.percent(test["test_accuracy"]),
+            "with flip TTA": reporting.percent(test.get("test_accuracy_flip_tta")),
             "test loss": f"{test['test_loss']:.4f}",
             "seed's accuracy": seed,
         }
