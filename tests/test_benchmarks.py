@@ -16,7 +16,8 @@ def run_benchmark(script, results, *args):
 
 def test_b1_train_speed_smoke(tmp_path, cifar10_archive):
     text = run_benchmark("b1_train_speed.py", tmp_path / "B.md", "--epochs", "1", "--pairs", "1",
-                         "--archive", str(cifar10_archive), "--md5", cifar_fixtures.md5_of(cifar10_archive))
+                         "--val-fraction", "0.2", "--archive", str(cifar10_archive),
+                         "--md5", cifar_fixtures.md5_of(cifar10_archive))
     assert "| seed 000 notebook |" in text and "| pipeline train@elu3 |" in text
     assert "Ratio pipeline / seed: **" in text
 
