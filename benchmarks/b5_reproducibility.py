@@ -76,11 +76,12 @@ def main() -> None:
     wall, _ = dvc_repro(args.dest, *args.targets)
     checks = compare(args.reference, args.dest)
     different = [what for what, same in checks if not same]
-    targets = " ".join(args.targets)
+    repro = " ".join(["dvc repro", *args.targets])
     append_result("B5 reproducibility across two clean clones",
-                  f"python benchmarks/b5_reproducibility.py --reference {args.reference} {targets}".strip(), [
+                  " ".join(["python benchmarks/b5_reproducibility.py", f"--reference {args.reference}",
+                            f"--dest {args.dest}", *args.targets]), [
         f"Second clone of `{commit[:10]}` (reference clone: `{reference_commit[:10]}`), "
-        f"`dvc repro {targets}`".strip() + f" in {wall / 60:.1f} min.",
+        f"`{repro}` in {wall / 60:.1f} min.",
         "",
         f"**{len(checks) - len(different)} of {len(checks)} outputs identical**"
         + (": " + ", ".join(different) + " differ." if different else "."),
