@@ -59,7 +59,8 @@ def main() -> None:
     walls = [timed(["dvc", "repro"], args.repo)[0] for _ in range(args.repeats)]
     rerun = stages_to_rerun(args.repo, args.architecture)
     append_result("B3 pipeline overhead", f"python benchmarks/b3_pipeline_overhead.py --repeats {args.repeats} "
-                  f"--architecture {args.architecture}", [
+                  f"--architecture {args.architecture}"
+                  + ("" if args.repo == REPO else f" --repo {args.repo}"), [
         f"- `dvc repro` with everything up to date: **{median(walls):.1f} s** (median of {args.repeats}; "
         "goal under 5 s)",
         f"- stages that rerun after editing `train.{args.architecture}.epochs`: "

@@ -217,6 +217,7 @@ def test_b3_overhead_benchmark_on_the_tiny_pipeline(tiny_pipeline, tmp_path):
                             env=stage_env({"BENCHMARKS_MD": str(results)}))
     assert result.returncode == 0, result.stderr
     assert "`evaluate@elu3`, `report`, `train@elu3`" in results.read_text()
+    assert f"--architecture elu3 --repo {root}`" in results.read_text()  # the command reproduces it
     assert yaml.safe_load((root / "params.yaml").read_text())["train"]["elu3"]["epochs"] == 1  # restored
 
 
