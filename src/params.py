@@ -1,17 +1,20 @@
-"""params.yaml: load it, fill documented defaults, and validate every section at once.
+"""params.yaml: one declarative schema (pydantic), checked as a whole before any stage works.
 
 Every stage calls :func:`load_params` first, so a bad value anywhere in the file stops the
-pipeline before any stage does work, with one line listing every problem found.
+pipeline before any stage does work, with one line listing every problem found. Every section
+refuses unknown keys and suggests the closest valid one.
 """
 
+import ast
+import difflib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from src.config import PARAMS_FILE
 from src.errors import PipelineError
-
-PARAMS_FILE = Path("params.yaml")
 
 DATASETS = {
     "cifar10": {
@@ -25,143 +28,176 @@ DATASETS = {
         "archive": "cifar-100-python.tar.gz",
     },
 }
-LABEL_MODES = ("fine", "coarse")
-NORMALIZATIONS = ("scale", "standardize", "per_channel")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "inverse_time", "cosine", "onecycle")
-MONITORS = ("val_loss", "val_accuracy")
-TRAIN_KEYS = {"optimizer", "learning_rate", "momentum", "nesterov", "schedule", "decay", "weight_decay",
-              "label_smoothing", "batch_size", "epochs", "augmentation", "early_stopping", "weights", "seed",
-              "jit_compile", "seed_epochs", "seed_accuracy", "seed_dataset"}
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+MODELS_SOURCE = Path(__file__).with_name("models.py")
+
+Dataset = Literal["cifar10", "cifar100"]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
-class _Problems:
-    """Collects every problem so the user fixes the file in one pass, not one error per run."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, message: str) -> None:
-        self.items.append(message)
-
-    def section(self, params: dict, key: str) -> dict:
-        value = params.get(key)
-        if not isinstance(value, dict):
-            self.add(f"`{key}` section is missing or not a mapping")
-            return {}
-        return value
-
-    def choice(self, section: dict, path: str, key: str, choices: tuple) -> None:
-        value = section.get(key)
-        if value not in choices:
-            self.add(f"`{path}.{key}` is {value!r}; expected one of {', '.join(choices)}")
-
-    def number(self, section: dict, path: str, key: str, *, kind=(int, float), low=None, high=None,
-               low_open=False, high_open=False, optional=False) -> None:
-        if key not in section:
-            if not optional:
-                self.add(f"`{path}.{key}` is missing")
-            return
-        value = section[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
-            expected = "an integer" if kind is int else "a number"
-            self.add(f"`{path}.{key}` is {value!r}; expected {expected}")
-            return
-        too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if too_low or too_high:
-            left = "(" if low_open else "["
-            right = ")" if high_open else "]"
-            bounds = f"{left}{'' if low is None else low}, {'' if high is None else high}{right}"
-            self.add(f"`{path}.{key}` is {value!r}; expected a value in {bounds}")
+class Section(BaseModel):
+    # strict: `true` is not the number 1, "0.5" is not 0.5, and `1e-3` (a string in YAML 1.1) is refused.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _check_data(params: dict, problems: _Problems) -> None:
-    data = problems.section(params, "data")
-    problems.choice(data, "data", "dataset", tuple(DATASETS))
-    source = data.get("source")
-    if source is not None and (not isinstance(source, str) or not source):
-        problems.add(f"`data.source` is {source!r}; expected an http(s) URL, a local path, or null")
-    md5 = data.get("md5")
-    if md5 is not None and not (isinstance(md5, str) and len(md5) == 32 and set(md5) <= set("0123456789abcdef")):
-        problems.add(f"`data.md5` is {md5!r}; expected 32 lowercase hex digits, or null")
-    problems.choice(data, "data", "label_mode", LABEL_MODES)
-    problems.choice(problems.section(params, "preprocess"), "preprocess", "normalization", NORMALIZATIONS)
-    split = problems.section(params, "split")
-    problems.number(split, "split", "val_fraction", low=0, high=1, low_open=True, high_open=True)
-    problems.number(split, "split", "seed", kind=int, low=0)
+class Data(Section):
+    dataset: Dataset
+    source: Annotated[str, StringConstraints(min_length=1)] | None = None  # null: the official URL
+    md5: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None  # null: the official md5
+    label_mode: Literal["fine", "coarse"] = "fine"  # CIFAR-100's 100 classes or 20 superclasses
 
 
-def _check_training(name: str, section: Any, problems: _Problems) -> None:
-    path = f"train.{name}"
-    if not isinstance(section, dict):
-        problems.add(f"`{path}` section is missing; every name in `architectures` needs one")
-        return
-    unknown = sorted(set(section) - TRAIN_KEYS)
-    if unknown:
-        problems.add(f"`{path}` has unknown keys {unknown}; allowed: {', '.join(sorted(TRAIN_KEYS))}")
-    problems.choice(section, path, "optimizer", OPTIMIZERS)
-    problems.number(section, path, "learning_rate", low=0, low_open=True)
-    problems.number(section, path, "batch_size", kind=int, low=1)
-    problems.number(section, path, "epochs", kind=int, low=1)
-    problems.number(section, path, "seed", kind=int, low=0)
-    problems.number(section, path, "momentum", low=0, high=1, high_open=True, optional=True)
-    problems.number(section, path, "weight_decay", low=0, optional=True)
-    problems.number(section, path, "label_smoothing", low=0, high=1, high_open=True, optional=True)
-    for flag in ("nesterov", "jit_compile"):
-        if flag in section and not isinstance(section[flag], bool):
-            problems.add(f"`{path}.{flag}` is {section[flag]!r}; expected true or false")
-    schedule = section.get("schedule", "constant")
-    if schedule not in SCHEDULES:
-        problems.add(f"`{path}.schedule` is {schedule!r}; expected one of {', '.join(SCHEDULES)}")
-    if schedule == "inverse_time":
-        problems.number(section, path, "decay", low=0)
-    augmentation = section.get("augmentation") or {}
-    if not isinstance(augmentation, dict):
-        problems.add(f"`{path}.augmentation` is {augmentation!r}; expected a mapping or null")
-    else:
-        unknown = set(augmentation) - {"horizontal_flip", "shift", "crop_padding"}
-        if unknown:
-            problems.add(f"`{path}.augmentation` has unknown keys {sorted(unknown)}; "
-                         "use horizontal_flip, shift, crop_padding")
-        problems.number(augmentation, f"{path}.augmentation", "shift", low=0, high=0.5, optional=True)
-        problems.number(augmentation, f"{path}.augmentation", "crop_padding", kind=int, low=0, high=16,
-                        optional=True)
-    stopping = section.get("early_stopping")
-    if stopping is not None:
-        if not isinstance(stopping, dict):
-            problems.add(f"`{path}.early_stopping` is {stopping!r}; expected a mapping or null")
-        else:
-            problems.choice(stopping, f"{path}.early_stopping", "monitor", MONITORS)
-            problems.number(stopping, f"{path}.early_stopping", "patience", kind=int, low=1)
-    if "weights" in section and section["weights"] not in ("imagenet", None):
-        problems.add(f"`{path}.weights` is {section['weights']!r}; expected imagenet or null")
+class Preprocess(Section):
+    normalization: Literal["scale", "standardize", "per_channel"]
+
+
+class Split(Section):
+    val_fraction: float = Field(gt=0, lt=1)
+    seed: int = Field(ge=0)
+
+
+class Augmentation(Section):
+    horizontal_flip: bool = False
+    shift: float = Field(0.0, ge=0, le=0.5)
+    crop_padding: int = Field(0, ge=0, le=16)
+
+
+class EarlyStopping(Section):
+    monitor: Literal["val_loss", "val_accuracy"]
+    patience: int = Field(ge=1)
+    restore_best_weights: bool = False
+
+
+class Train(Section):
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    learning_rate: float = Field(gt=0)
+    momentum: Fraction | None = None  # sgd only
+    nesterov: bool | None = None  # sgd only
+    schedule: Literal["constant", "inverse_time", "cosine", "onecycle"] = "constant"
+    decay: float | None = Field(None, ge=0)  # inverse_time only: Keras 2's `decay`
+    weight_decay: float | None = Field(None, ge=0)  # null: the optimizer's default (AdamW 0.004, else none)
+    label_smoothing: Fraction = 0.0
+    batch_size: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    augmentation: Augmentation | None = None
+    early_stopping: EarlyStopping | None = None
+    weights: Literal["imagenet"] | None = None  # vgg16_* only; null trains from scratch
+    seed: int = Field(ge=0)
+    jit_compile: bool = False
+
+    @model_validator(mode="after")
+    def keys_that_apply(self) -> "Train":
+        problems = []
+        if self.optimizer != "sgd":
+            problems += [f"`{key}` applies to sgd only, not {self.optimizer}; remove it"
+                         for key in ("momentum", "nesterov") if getattr(self, key) is not None]
+        if self.schedule == "inverse_time" and self.decay is None:
+            problems.append("`schedule: inverse_time` needs `decay`")
+        if self.schedule != "inverse_time" and self.decay is not None:
+            problems.append(f"`decay` applies to `schedule: inverse_time` only, not {self.schedule}; remove it")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class Reference(Section):
+    """The seed notebook's own figures for an architecture: read by the report only, never by training."""
+
+    epochs: int | None = Field(None, ge=1)
+    accuracy: float | None = Field(None, ge=0, le=1)
+    dataset: Dataset = "cifar10"
+    label_mode: Literal["fine", "coarse"] = "fine"
+
+
+class Evaluate(Section):
+    batch_size: int = Field(ge=1)
+
+
+def _registered(names: list[str]) -> list[str]:
+    known, problems = architecture_names(), []
+    for name in dict.fromkeys(names):
+        if names.count(name) > 1:
+            problems.append(f"lists {name!r} twice")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"unknown architecture {name!r}; {hint}choose from {', '.join(known)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return names
+
+
+class Params(Section):
+    data: Data
+    preprocess: Preprocess
+    split: Split
+    architectures: Annotated[list[str], Field(min_length=1), AfterValidator(_registered)]
+    train: dict[str, Train]
+    reference: dict[str, Reference] = {}
+    evaluate: Evaluate
+
+    @model_validator(mode="after")
+    def sections_exist(self) -> "Params":
+        problems = [f"`train.{name}` section is missing; every name in `architectures` needs one"
+                    for name in dict.fromkeys(self.architectures) if name not in self.train]
+        problems += [f"`train.{name}.weights` applies to vgg16_* only; remove it"
+                     for name, config in self.train.items() if config.weights and not name.startswith("vgg16")]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def architecture_names() -> list[str]:
+    """The names `@register`ed in src/models.py, read without importing Keras (seconds) into every stage."""
+    tree = ast.parse(MODELS_SOURCE.read_text())
+    return sorted(node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+                  and any(isinstance(d, ast.Name) and d.id == "register" for d in node.decorator_list))
+
+
+def _allowed_keys(location: tuple) -> list[str]:
+    """The keys the schema accepts at the mapping that holds ``location``'s last key."""
+    model: Any = Params
+    for key in location[:-1]:
+        field = model.model_fields.get(key) if isinstance(key, str) and hasattr(model, "model_fields") else None
+        if field is None:  # a key of a dict[str, Model]: same model for every name
+            continue
+        annotation = field.annotation
+        for candidate in (*getattr(annotation, "__args__", ()), annotation):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _describe(error: dict) -> str:
+    location = tuple(error["loc"])
+    # pydantic names the union member or the validator it tried ("function-after[...]"): not the user's key.
+    path = ".".join(str(key) for key in location if not str(key).startswith(("function-", "constrained-")))
+    kind = error["type"]
+    if kind == "missing":
+        return f"`{path}` is missing"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(location)
+        close = difflib.get_close_matches(str(location[-1]), allowed, n=1)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        return f"`{path}` is not a known key; {hint}allowed: {', '.join(allowed)}"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "value_error":
+        return f"`{path}`: {message}" if path else message
+    return f"`{path}` is {error['input']!r}: {message}"
 
 
 def validate(params: Any) -> dict:
-    """Return ``params`` if valid; otherwise raise one PipelineError listing every problem."""
+    """The params as plain dicts (nulls dropped), or one PipelineError listing every problem."""
     if not isinstance(params, dict):
         raise PipelineError(f"{PARAMS_FILE} is not a mapping of sections; restore it from git")
-    problems = _Problems()
-    _check_data(params, problems)
-    architectures = params.get("architectures")
-    if not isinstance(architectures, list) or not architectures:
-        problems.add("`architectures` is missing or empty; list the architectures to train")
-        architectures = []
-    train = problems.section(params, "train")
-    for name in architectures:
-        if not isinstance(name, str) or not set(name) <= NAME_CHARS:
-            problems.add(f"`architectures` entry {name!r} is not a lowercase name")
-            continue
-        _check_training(name, train.get(name), problems)
-    evaluate = problems.section(params, "evaluate")
-    problems.number(evaluate, "evaluate", "batch_size", kind=int, low=1)
-    if problems.items:
-        count = len(problems.items)
+    try:
+        checked = Params.model_validate(params)
+    except ValidationError as error:
+        problems = [_describe(e) for e in error.errors(include_url=False)]
+        count = len(problems)
         raise PipelineError(f"{PARAMS_FILE} has {count} problem{'s' if count > 1 else ''}: "
-                            + "; ".join(problems.items))
-    return params
+                            + "; ".join(problems)) from None
+    return checked.model_dump(exclude_none=True)
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> dict:

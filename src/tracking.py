@@ -1,26 +1,106 @@
 """MLflow tracking: one experiment per data set, one run per `train@<name>` execution.
 
-The store is MLflow's own default (``sqlite:///mlflow.db`` at the repository root, artifacts in
-``mlruns/``), so plain ``mlflow ui`` shows every run; ``MLFLOW_TRACKING_URI`` overrides it.
+One store per project, wherever a stage runs: by default ``sqlite:///<root>/mlflow.db`` with
+artifacts in ``<root>/mlruns``, where ``<root>`` is ``DVC_ROOT``. DVC sets that variable for every
+stage and, for queued and ``--temp`` experiments, points it at the parent repository rather than the
+temporary copy the stage runs in; so plain ``mlflow ui`` from the root shows every run.
+``MLFLOW_TRACKING_URI`` overrides all of it (a tracking server, say).
 """
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import signal
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
+from mlflow.entities import Metric
 from mlflow.models import infer_signature
 
+from src.config import MLFLOW_ARTIFACTS, MLFLOW_DB
 from src.errors import PipelineError
 
 MODEL_ARTIFACT = "model"
+SERVER_CHECK_SECONDS = 5
+# Two queue workers write to one SQLite file: wait for the other's transaction instead of failing.
+SQLITE_BUSY_SECONDS = 60
+
+
+def project_root() -> Path:
+    """The repository the user works in (not an experiment's temporary copy)."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def _sqlite_file() -> Path | None:
+    """The database file when the store is SQLite (the default): the one store needing a file lock."""
+    uri = mlflow.get_tracking_uri()
+    return Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve() if uri.startswith("sqlite:///") else None
+
+
+def configure_store() -> str:
+    """Point MLflow at the project's store and return its URI; an unreachable server is a PipelineError.
+
+    (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: stages this process starts use the same store.)"""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if uri.startswith(("http://", "https://")):
+            _check_server(uri)
+    else:
+        uri = f"sqlite:///{project_root() / MLFLOW_DB}?timeout={SQLITE_BUSY_SECONDS}"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _check_server(uri: str) -> None:
+    # MLflow's own client retries for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES) before giving up:
+    # right for a server that restarts mid-training, wrong for one that is not there at all.
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_CHECK_SECONDS) as response:
+            response.read()
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise PipelineError(f"MLflow tracking server MLFLOW_TRACKING_URI={uri} is unreachable ({reason}); "
+                            "start it, or unset MLFLOW_TRACKING_URI to track into the local mlflow.db") from None
+
+
+@contextlib.contextmanager
+def _store_lock() -> Iterator[None]:
+    """Serialize creating the SQLite schema and experiments: two queue workers on a fresh store
+    would otherwise both run its migrations, or both create the same experiment."""
+    database = _sqlite_file()
+    if database is None:
+        yield
+        return
+    with database.with_name(f"{database.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def experiment_id(dataset: str) -> str:
+    """The experiment named after the data set, created on first use.
+
+    In the embedded store its artifact location is absolute and at the project root: an experiment
+    first created inside a temporary experiment copy must not keep a path that disappears with it.
+    """
+    with _store_lock():
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(dataset)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = (project_root() / MLFLOW_ARTIFACTS).as_uri() if _sqlite_file() else None
+        return client.create_experiment(dataset, artifact_location=location)
 
 
 def _git(*args: str) -> str:
@@ -41,8 +121,14 @@ def git_tags() -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(dirty).lower(), "mlflow.source.git.commit": commit}
 
 
+def dvc_tags() -> dict[str, str]:
+    """The DVC experiment a stage runs in (`dvc exp show` lists it by this name) and its baseline commit."""
+    names = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline_rev"}
+    return {tag: os.environ[variable] for variable, tag in names.items() if os.environ.get(variable)}
+
+
 def files_md5(paths: list[Path]) -> str:
-    """One md5 over the given files, in order: identifies the exact data a run trained on."""
+    """One md5 over the given files, in order (for one file, the hash DVC records for it)."""
     digest = hashlib.md5()
     for path in paths:
         with path.open("rb") as stream:
@@ -51,14 +137,10 @@ def files_md5(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _stage_tag(name: str) -> str:
-    return f"train@{name}"
-
-
-def close_abandoned_runs(experiment_id: str, name: str) -> None:
+def close_abandoned_runs(experiment: str, stage: str) -> None:
     """Mark KILLED the runs of this stage that a SIGKILL left RUNNING (their process is gone)."""
-    runs = mlflow.search_runs([experiment_id], output_format="list",
-                              filter_string=f"tags.dvc_stage = '{_stage_tag(name)}' and attributes.status = 'RUNNING'")
+    runs = mlflow.search_runs([experiment], output_format="list",
+                              filter_string=f"tags.dvc_stage = '{stage}' and attributes.status = 'RUNNING'")
     for run in runs:
         same_host = run.data.tags.get("host") == socket.gethostname()
         pid = int(run.data.tags.get("pid", "0"))
@@ -83,13 +165,13 @@ def _raise_interrupt(signum, frame):
 
 
 @contextlib.contextmanager
-def training_run(name: str, dataset: str, params: dict, tags: dict) -> Iterator[mlflow.ActiveRun]:
+def tracked_run(run_name: str, stage: str, dataset: str, params: dict, tags: dict) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, FAILED (error) or KILLED (SIGINT/SIGTERM), never RUNNING."""
-    experiment = mlflow.set_experiment(dataset)
-    close_abandoned_runs(experiment.experiment_id, name)
+    experiment = experiment_id(dataset)
+    close_abandoned_runs(experiment, stage)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    run = mlflow.start_run(run_name=name, tags={
-        **git_tags(), **tags, "dvc_stage": _stage_tag(name), "dataset": dataset,
+    run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags={
+        **git_tags(), **dvc_tags(), **tags, "dvc_stage": stage, "dataset": dataset,
         "host": socket.gethostname(), "pid": str(os.getpid()),
     })
     try:
@@ -105,6 +187,10 @@ def training_run(name: str, dataset: str, params: dict, tags: dict) -> Iterator[
         mlflow.end_run("FINISHED")
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+
+
+def training_run(name: str, dataset: str, params: dict, tags: dict) -> contextlib.AbstractContextManager:
+    return tracked_run(name, f"train@{name}", dataset, params, tags)
 
 
 def _flatten(params: dict, prefix: str = "") -> dict:
@@ -124,28 +210,59 @@ class EpochMetrics(keras.callbacks.Callback):
         mlflow.log_metrics({key: float(value) for key, value in (logs or {}).items()}, step=epoch + 1)
 
 
-def log_keras_model(model: keras.Model, example_images: np.ndarray) -> None:
+def log_datasets(splits: dict[str, tuple[np.ndarray, np.ndarray, str]], source: str, dataset: str) -> None:
+    """Log each split as an MLflow dataset (the runs table's *Dataset* column): its name, the archive it
+    came from as source, and the DVC (md5) hash of its images file as digest."""
+    for context, (images, labels, digest) in splits.items():
+        logged = mlflow.data.from_numpy(images, source=source, targets=labels, name=f"{dataset}-{context}",
+                                        digest=digest)
+        mlflow.log_input(logged, context=context)
+
+
+def log_keras_model(model: keras.Model, example_images: np.ndarray) -> mlflow.models.model.ModelInfo:
     """Log with the TensorFlow flavor, a signature and an input example (uint8 images)."""
     import tensorflow as tf
 
     signature = infer_signature(example_images, model.predict(example_images, verbose=0))
     # Explicit requirements: MLflow's inference would reload the model in a subprocess.
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
-    mlflow.tensorflow.log_model(model, name=MODEL_ARTIFACT, signature=signature, input_example=example_images,
+    return mlflow.tensorflow.log_model(model, name=MODEL_ARTIFACT, signature=signature, input_example=example_images,
                                 pip_requirements=requirements)
 
 
-def resume_run(run_file: Path) -> mlflow.ActiveRun:
-    """Reopen the run that trained a model (its id is in the file written next to the model)."""
-    from src.fileio import read_json
-
-    info = read_json(run_file, "MLflow run id", "rerun the train stage (`dvc repro`)")
-    if "MLFLOW_TRACKING_URI" not in os.environ:
-        mlflow.set_tracking_uri(info["tracking_uri"])
+def find_run(run_id: str):
+    """The run in the current store, or None where this store never saw it."""
     try:
-        return mlflow.start_run(run_id=info["run_id"])
+        return mlflow.MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException as error:
-        raise PipelineError(f"MLflow run {info['run_id']} from {run_file} is not in the tracking store "
-                            f"{mlflow.get_tracking_uri()} ({error.message}); retrain with "
-                            "`dvc repro --force` on that train stage, or point MLFLOW_TRACKING_URI "
-                            "at the store that has it") from None
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+@contextlib.contextmanager
+def evaluation_run(name: str, trained: dict, model_path: Path, dataset: str) -> Iterator[str]:
+    """The id of the run to log test results into, without reopening it.
+
+    Normally the training run: logging through the client leaves its status, start and end time the
+    training's. If the current store does not have it (a fresh `mlflow.db`, another machine), a new run
+    names the model it scores, so evaluation never forces a retrain for tracking reasons.
+    """
+    if find_run(trained["run_id"]) is not None:
+        yield trained["run_id"]
+        return
+    print(f"evaluate@{name}: training run {trained['run_id']} is not in {mlflow.get_tracking_uri()}; "
+          "logging the test results into a new run that names it")
+    params = {"architecture": name, "evaluated_run_id": trained["run_id"],
+              "model_md5": files_md5([model_path]), "data_md5": trained.get("data_md5", "unknown")}
+    with tracked_run(f"{name} (evaluation)", f"evaluate@{name}", dataset, params,
+                     {"evaluated_run_id": trained["run_id"], "architecture": name}) as run:
+        yield run.info.run_id
+
+
+def log_evaluation(run_id: str, metrics: dict, details: Path, classification_report: dict) -> None:
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+    client.log_artifacts(run_id, str(details), artifact_path="evaluation")
+    client.log_dict(run_id, classification_report, "evaluation/classification_report.json")

@@ -50,7 +50,7 @@ def learning_rate(config: dict, steps_per_epoch: int):
 
 def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     rate = learning_rate(config, steps_per_epoch)
-    decay = config.get("weight_decay") or None
+    decay = config.get("weight_decay")  # None: the optimizer's own default
     name = config["optimizer"]
     if name == "sgd":
         return keras.optimizers.SGD(rate, momentum=config.get("momentum", 0.0),
@@ -58,7 +58,7 @@ def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Optim
     if name == "rmsprop":
         return keras.optimizers.RMSprop(rate, weight_decay=decay)
     if name == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=decay or 0.004)
+        return keras.optimizers.AdamW(rate, weight_decay=0.004 if decay is None else decay)
     return keras.optimizers.Adam(rate, weight_decay=decay)
 
 

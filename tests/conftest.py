@@ -71,9 +71,11 @@ class Project:
 
 
 def stage_env(extra: dict | None = None) -> dict:
-    # Always explicit: mlflow.set_tracking_uri() in a test exports MLFLOW_TRACKING_URI to os.environ.
-    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0",
-            "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", **(extra or {})}
+    """The environment a stage gets: the project's own default store (mlflow.db at the root the stage
+    runs in) unless ``extra`` names one; mlflow.set_tracking_uri() in a test exports
+    MLFLOW_TRACKING_URI to os.environ, and DVC_ROOT would anchor the store elsewhere."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    return {**inherited, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0", **(extra or {})}
 
 
 @pytest.fixture

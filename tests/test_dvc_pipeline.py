@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import REAL_ARCHIVE, REAL_MD5, REPO, Project, assert_one_error_line, set_param, stage_env
 
-COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", "src", ".dvc/config"]
+COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", ".dvc/config"]
 
 
 def sh(cwd, *command, env=None) -> str:
@@ -135,6 +135,9 @@ def test_evaluation_is_logged_into_the_training_run(tiny_pipeline):
         metrics = json.loads((root / f"reports/eval/{name}.json").read_text())
         assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
         assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == f"train@{name}"
+        # Logged without reopening the run: it ended with its training, before the test scores came in.
+        [logged] = client.get_metric_history(run_id, "test_accuracy")
+        assert run.info.end_time <= logged.timestamp
         artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
         assert {"evaluation/confusion_matrix.png", "evaluation/classification_report.json"} <= artifacts
 

@@ -5,67 +5,123 @@ import copy
 import pytest
 
 from src.errors import PipelineError
-from src.params import dataset_source, validate
+from src.params import architecture_names, dataset_source, validate
 from tests.conftest import base_params, set_param
 
 
-def problems_of(**dotted_values) -> str:
+def problems_of(*removed: str, **dotted_values) -> str:
     params = copy.deepcopy(base_params())
     for dotted, value in dotted_values.items():
         set_param(params, dotted, value)
+    for dotted in removed:
+        *path, last = dotted.split(".")
+        section = params
+        for key in path:
+            section = section[key]
+        del section[last]
     with pytest.raises(PipelineError) as error:
         validate(params)
-    return str(error.value)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
 
 
 def test_repository_params_are_valid():
-    assert validate(base_params())["data"]["dataset"] == "cifar10"
+    params = validate(base_params())
+    assert params["data"]["dataset"] == "cifar10"
+    assert params["reference"]["conv4"] == {"epochs": 30, "accuracy": 0.445, "dataset": "cifar100",
+                                            "label_mode": "fine"}
+
+
+def test_reference_figures_are_not_training_params():
+    params = validate(base_params())
+    assert not any(key.startswith("seed_") for section in params["train"].values() for key in section)
+    assert problems_of(**{"train.elu3.seed_accuracy": 0.768}).count("seed_accuracy") == 1
+
+
+def test_registry_is_read_without_importing_keras():
+    from src.models import ARCHITECTURES
+
+    assert architecture_names() == sorted(ARCHITECTURES)
 
 
 def test_every_problem_is_reported_at_once():
     message = problems_of(**{"data.dataset": "imagenet", "split.val_fraction": 1.5, "split.seed": "x",
                              "preprocess.normalization": "minmax", "train.elu3.epochs": 0})
     assert message.startswith("params.yaml has 5 problems")
-    for fragment in ("`data.dataset` is 'imagenet'; expected one of cifar10, cifar100",
-                     "`split.val_fraction` is 1.5; expected a value in (0, 1)",
-                     "`split.seed` is 'x'; expected an integer",
+    for fragment in ("`data.dataset` is 'imagenet': Input should be 'cifar10' or 'cifar100'",
+                     "`split.val_fraction` is 1.5: Input should be less than 1",
+                     "`split.seed` is 'x': Input should be a valid integer",
                      "`preprocess.normalization` is 'minmax'",
-                     "`train.elu3.epochs` is 0; expected a value in [1, ]"):
+                     "`train.elu3.epochs` is 0: Input should be greater than or equal to 1"):
         assert fragment in message
-    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("dotted", "fragment"), [
+    ("restore_best_weight", "`train.vgg16_transfer.early_stopping.restore_best_weight` is not a known key; "
+                            "did you mean `restore_best_weights`?"),
+    ("architecture", "`architecture` is not a known key; did you mean `architectures`?"),
+])
+def test_unknown_keys_are_refused_with_the_closest_valid_one(dotted, fragment):
+    full = {"restore_best_weight": "train.vgg16_transfer.early_stopping.restore_best_weight"}.get(dotted, dotted)
+    assert fragment in problems_of(**{full: True})
+
+
+@pytest.mark.parametrize("section", ["data", "split", "evaluate", "preprocess", "reference.elu3", "train.elu3",
+                                     "train.resnet_fast.augmentation"])
+def test_every_section_refuses_unknown_keys(section):
+    assert f"`{section}.colour` is not a known key" in problems_of(**{f"{section}.colour": 1})
 
 
 def test_missing_sections_and_keys():
-    params = copy.deepcopy(base_params())
-    del params["split"]
-    del params["train"]["elu3"]["batch_size"]
-    params["architectures"].append("nosuchnet")
-    with pytest.raises(PipelineError) as error:
-        validate(params)
-    message = str(error.value)
-    assert "`split` section is missing" in message
-    assert "`train.elu3.batch_size` is missing" in message
-    assert "`train.nosuchnet` section is missing" in message
+    message = problems_of("split", "train.elu3.batch_size", "evaluate.batch_size")
+    assert "`split` is missing" in message
+    assert "`train.elu3.batch_size` is missing" in message and "`evaluate.batch_size` is missing" in message
+
+
+def test_architectures_are_checked_against_the_registry():
+    message = problems_of(architectures=["elu3", "elu3", "elu4"])
+    assert "lists 'elu3' twice" in message
+    assert "unknown architecture 'elu4'; did you mean 'relu4'?" in message
+    assert "`train.vgg6` section is missing" in problems_of("train.vgg6")
 
 
 @pytest.mark.parametrize(("dotted", "value", "fragment"), [
     ("split.val_fraction", 0, "`split.val_fraction` is 0"),
-    ("split.val_fraction", True, "expected a number"),
+    ("split.val_fraction", True, "`split.val_fraction` is True"),
     ("train.elu3.batch_size", -5, "`train.elu3.batch_size` is -5"),
-    ("train.elu3.optimizer", "adagrad", "`train.elu3.optimizer` is 'adagrad'; expected one of adam"),
+    ("train.elu3.optimizer", "adagrad", "`train.elu3.optimizer` is 'adagrad': Input should be 'adam'"),
     ("train.elu3.schedule", "step", "`train.elu3.schedule` is 'step'"),
     ("train.elu3.learning_rate", "fast", "`train.elu3.learning_rate` is 'fast'"),
-    ("train.elu3.augmentation", {"rotate": 10}, "unknown keys ['rotate']"),
+    ("train.elu3.learning_rate", "1e-3", "`train.elu3.learning_rate` is '1e-3'"),  # YAML 1.1 reads a string
+    ("train.elu3.augmentation", {"rotate": 10}, "`train.elu3.augmentation.rotate` is not a known key"),
+    ("train.elu3.augmentation", {"horizontal_flip": "yes"}, "`train.elu3.augmentation.horizontal_flip` is 'yes'"),
     ("train.elu3.early_stopping", {"monitor": "loss", "patience": 3}, "`train.elu3.early_stopping.monitor`"),
-    ("train.elu3.epochs", 2.5, "expected an integer"),
+    ("train.elu3.epochs", 2.5, "`train.elu3.epochs` is 2.5"),
+    ("train.elu3.momentum", 0.9, "`train.elu3`: `momentum` applies to sgd only, not adam"),
+    ("train.elu3.decay", 0.1, "`decay` applies to `schedule: inverse_time` only"),
+    ("train.elu3.weights", "imagenet", "`train.elu3.weights` applies to vgg16_* only"),
+    ("reference.elu3.accuracy", "76.8%", "`reference.elu3.accuracy` is '76.8%': Input should be a valid number"),
     ("data.md5", "xyz", "`data.md5` is 'xyz'"),
-    ("architectures", [], "`architectures` is missing or empty"),
+    ("architectures", [], "`architectures` is []"),
 ])
 def test_bad_values(dotted, value, fragment):
     assert fragment in problems_of(**{dotted: value})
+
+
+def test_inverse_time_needs_its_decay():
+    assert "`train.relu4`: `schedule: inverse_time` needs `decay`" in problems_of("train.relu4.decay")
 
 
 def test_null_source_means_the_official_archive():
     data = {"dataset": "cifar100", "source": None, "md5": None}
     assert dataset_source(data) == ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                                     "eb9058c3a382ffc7106e4002c42a8d85")
+
+
+def test_weight_decay_zero_means_zero():
+    from src import training
+
+    config = {"optimizer": "adamw", "learning_rate": 0.001, "epochs": 1, "weight_decay": 0.0}
+    assert training.make_optimizer(config, 10).weight_decay == 0.0
+    assert training.make_optimizer({**config, "weight_decay": None}, 10).weight_decay == pytest.approx(0.004)
