@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,9 +214,14 @@ class EpochMetrics(keras.callbacks.Callback):
 def log_datasets(splits: dict[str, tuple[np.ndarray, np.ndarray, str]], source: str, dataset: str) -> None:
     """Log each split as an MLflow dataset (the runs table's *Dataset* column): its name, the archive it
     came from as source, and the DVC (md5) hash of its images file as digest."""
+    if not source.startswith(("http://", "https://")):
+        source = Path(source).expanduser().resolve().as_uri()
     for context, (images, labels, digest) in splits.items():
-        logged = mlflow.data.from_numpy(images, source=source, targets=labels, name=f"{dataset}-{context}",
-                                        digest=digest)
+        with warnings.catch_warnings():
+            # MLflow registers two equivalent local-file sources and says so on every call.
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+            logged = mlflow.data.from_numpy(images, source=source, targets=labels, name=f"{dataset}-{context}",
+                                            digest=digest)
         mlflow.log_input(logged, context=context)
 
 
