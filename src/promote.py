@@ -1,0 +1,113 @@
+"""Promote a trained model: register it in the MLflow Model Registry as `<dataset>-cnn` under the alias `champion`.
+
+Usage: python -m src.promote [ARCHITECTURE] [--force]. Without ARCHITECTURE, the one of `architectures`
+with the best test accuracy in reports/eval/. Reads models/NAME.run.json (the logged model) and
+data/processed/classes.json (the registered name). The new version is tagged with its test accuracy,
+architecture, git commit and training-data hash; a model worse than the current champion needs --force.
+Serve the champion with `mlflow models serve -m models:/cifar10-cnn@champion --env-manager local`.
+"""
+
+import argparse
+import json
+
+from src import config as paths
+from src.data import load_classes
+from src.errors import PipelineError, run_stage
+from src.fileio import read_json
+from src.params import load_params
+
+ALIAS = "champion"
+
+
+def registered_name(classes: dict) -> str:
+    """`cifar10-cnn`, `cifar100-cnn`; CIFAR-100's 20 coarse classes get their own `cifar100-coarse-cnn`."""
+    coarse = classes["dataset"] == "cifar100" and classes.get("label_mode") == "coarse"
+    return f"{classes['dataset']}{'-coarse' if coarse else ''}-cnn"
+
+
+def eval_accuracy(name: str) -> float:
+    metrics = read_json(paths.EVAL_DIR / f"{name}.json", f"test metrics of {name}", f"run `dvc repro evaluate@{name}`")
+    return float(metrics["test_accuracy"])
+
+
+def best_architecture(names: list[str]) -> str:
+    scored = {name: eval_accuracy(name) for name in names if (paths.EVAL_DIR / f"{name}.json").exists()}
+    if not scored:
+        raise PipelineError(f"no test metrics in {paths.EVAL_DIR}/ for any of `architectures` "
+                            f"({', '.join(names)}); run `dvc repro` first")
+    return max(scored, key=scored.get)
+
+
+def current_champion(client, model_name: str):
+    """The version the alias points to, or None (no such registered model or alias yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, ALIAS)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def registered_version(client, model_name: str, model_uri: str):
+    """The version already registered for this logged model (promoting it again moves the alias back)."""
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    return next((v for v in versions if v.source == model_uri), None)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m src.promote", description=__doc__.split("\n\n")[0])
+    parser.add_argument("architecture", nargs="?", help="default: the best test accuracy of `architectures`")
+    parser.add_argument("--force", action="store_true", help="promote even if worse than the current champion")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    params = load_params()
+    name = args.architecture or best_architecture(params["architectures"])
+    if name not in params["architectures"] and name not in params["train"]:
+        raise PipelineError(f"unknown architecture {name!r}; choose one of {', '.join(params['architectures'])}")
+    accuracy = eval_accuracy(name)
+    trained = read_json(paths.run_file(name), f"the MLflow run of {name}", f"run `dvc repro train@{name}`")
+    if "model_uri" not in trained:
+        raise PipelineError(f"{paths.run_file(name)} names no logged model; retrain with `dvc repro -f train@{name}`")
+    classes = load_classes(paths.PROCESSED_DIR)
+    model_name = registered_name(classes)
+
+    from src import tracking
+
+    uri = tracking.configure_store()
+    client = tracking.mlflow.MlflowClient()
+    champion = current_champion(client, model_name)
+    if champion is not None and champion.source == trained["model_uri"]:
+        print(f"promote: {name} is already {model_name}@{ALIAS} (version {champion.version})")
+        return
+    held = float(champion.tags.get("test_accuracy", "nan")) if champion is not None else None
+    if held is not None and accuracy < held and not args.force:
+        raise PipelineError(
+            f"{name} (test accuracy {accuracy:.2%}) is {100 * (held - accuracy):.2f} percentage points worse than "
+            f"{model_name}@{ALIAS} (version {champion.version}, {champion.tags.get('architecture')}, {held:.2%}); "
+            "pass --force to promote it anyway")
+    version = registered_version(client, model_name, trained["model_uri"])
+    if version is None:
+        try:
+            version = tracking.mlflow.register_model(trained["model_uri"], model_name)
+        except tracking.mlflow.exceptions.MlflowException as error:
+            raise PipelineError(f"cannot register {trained['model_uri']} of {name} in {uri} ({error.message}); "
+                                f"the store that trained it is {trained.get('tracking_uri')}: set "
+                                f"MLFLOW_TRACKING_URI to it or retrain with `dvc repro -f train@{name}`") from None
+    tags = {"test_accuracy": accuracy, "architecture": name, "git_commit": trained.get("git_commit", "unknown"),
+            "git_dirty": trained.get("git_dirty", "unknown"), "data_md5": trained.get("data_md5", "unknown"),
+            "run_id": trained["run_id"], "class_names": json.dumps(classes["class_names"])}
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version.version, key, str(value))
+    client.set_registered_model_alias(model_name, ALIAS, version.version)
+    was = f"; was version {champion.version} ({champion.tags.get('architecture')}, {held:.2%})" if champion else ""
+    print(f"promote: {model_name} version {version.version} ({name}, test accuracy {accuracy:.2%}) "
+          f"is now @{ALIAS}{was}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
