@@ -21,7 +21,7 @@ def test_cifar100_pipeline(make_project, cifar100_archive, label_mode, classes):
     assert len(confusion) == classes + 1
     report = (project.root / "reports/report.md").read_text()
     assert "# CIFAR CNN comparison: cifar100" in report
-    assert "| 64.50 % (cifar10) |" in report  # strided2's seed figure is from CIFAR-10: labelled so
+    assert "| 64.50 % (cifar10: not comparable) |" in report  # strided2's reference is from CIFAR-10
     f1_header = next(line for line in report.splitlines() if line.startswith("| architecture | ") and "_" in line)
     assert f1_header.count("|") - 2 == (classes if classes <= 20 else 15)  # 100: the 10 hardest, 5 easiest
     assert (project.root / "reports/figures/confusion_strided2.png").stat().st_size > 10_000
