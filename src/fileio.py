@@ -1,12 +1,23 @@
-"""Atomic writes: an output either appears complete or not at all, even if the process is killed."""
+"""Atomic writes: an output either appears complete or not at all, even if the process is killed.
+
+Every output is written to a temporary sibling named ``.NAME.XXXXXXXX.partial`` (tempfile's eight
+random characters) and renamed over ``NAME`` only on success. A SIGKILL can leave such a sibling
+behind; the next write of the same output deletes it first, so every stage cleans its own output
+folders without having to list them. Two processes never write the same output at once (DVC
+locks the repository for `dvc repro`; queued experiments run in their own copies).
+"""
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+# `.NAME.` + tempfile's 8 random characters + `.partial` (+ a suffix, or `-old` for a replaced folder)
+TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.partial")
 
 
 def _umask_mode(mode: int) -> int:
@@ -16,47 +27,96 @@ def _umask_mode(mode: int) -> int:
     return mode & ~umask
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_partials(target: Path | str) -> None:
+    """Delete the temporary siblings of ``target`` that an interrupted earlier write left behind
+    (never another output's: ``.a.b.XXXXXXXX.partial`` belongs to ``a.b``, not to ``a``)."""
+    target = Path(target)
+    if target.parent.is_dir():
+        for leftover in target.parent.iterdir():
+            match = TEMPORARY_NAME.match(leftover.name)
+            if match and match["target"] == target.name:
+                _remove(leftover)
+
+
+def published_path(path: Path | str) -> Path:
+    """``path`` with each temporary folder or file name replaced by the output it becomes:
+    data/.split.k2x9a0q1.partial/val_images.npy -> data/split/val_images.npy."""
+    return Path(*(match["target"] if (match := TEMPORARY_NAME.match(part)) else part for part in Path(path).parts))
+
+
+@contextlib.contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """Tag an OSError with the output being written, for src.errors.run_stage's one-line message:
+    a full disk fails ``file.write`` with no file name. The outermost writer tags last: the
+    message names the folder being written, not a file inside its temporary copy."""
+    try:
+        yield
+    except OSError as error:
+        error.output = target
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` only on success."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
-    os.fchmod(fd, _umask_mode(0o666))
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(target)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
+        os.fchmod(fd, _umask_mode(0o666))
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(target: Path | str) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; it replaces ``target`` only on success."""
+    """Yield a temporary folder beside ``target``; it replaces ``target`` only on success.
+
+    The old ``target`` is renamed aside (``…partial-old``) before the new one is renamed in, then
+    deleted: a failure at any point leaves either the old folder or the new one, never a half-deleted one.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    tmp.chmod(_umask_mode(0o777))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        old = tmp.with_name(f"{tmp.name}-old")
+        try:
+            tmp.chmod(_umask_mode(0o777))
+            yield tmp
+            if target.exists() or target.is_symlink():
+                os.replace(target, old)
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    os.replace(old, target)
+                    raise
+            else:
+                os.replace(tmp, target)
+        finally:
+            _remove(tmp)
+            _remove(old)
 
 
 def remove_partials(folder: Path | str) -> None:
-    """Delete leftovers of writes that a SIGKILL interrupted (they never replaced a real output)."""
+    """Delete every leftover of interrupted writes in ``folder`` (they never replaced a real output)."""
     folder = Path(folder)
     if folder.is_dir():
         for leftover in folder.glob(".*.partial*"):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+            _remove(leftover)
 
 
 def write_json(path: Path | str, payload: object) -> None:

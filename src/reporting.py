@@ -1,5 +1,12 @@
-"""Figures and the Markdown comparison report, byte-identical for identical inputs."""
+"""The comparison report: what the `report` stage collects, its figures and its Markdown,
+byte-identical for identical inputs.
 
+The stage is ``collect`` -> ``write_figures`` -> ``render``. ``collect`` reads the other stages'
+outputs (paths from src/config.py), never dvc.lock, and checks them; the best model is chosen there,
+once. The figure helpers above it also serve the evaluate stage.
+"""
+
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -8,11 +15,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from src.fileio import atomic_path
+from src import config as paths
+from src.data import load_array, load_classes
+from src.errors import PipelineError
+from src.fileio import atomic_path, read_json
+from src.params import DATASETS
 
 matplotlib.use("Agg")  # files only: no display on CI or in `dvc repro`
 
 ANNOTATED_CLASSES = 20  # above this a confusion matrix is drawn without per-cell numbers
+SAMPLE_IMAGES = 24  # test images shown with the best model's predictions
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:
@@ -96,3 +108,225 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def percent(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{100 * float(value):.2f} %"
+
+
+# --- collecting the other stages' files ---------------------------------------------------------
+
+@dataclass
+class Comparison:
+    """Everything the report shows, read and checked: ``results`` in `architectures` order."""
+
+    params: dict
+    classes: dict  # data/processed/classes.json: dataset, label_mode, class_names
+    results: list[dict]
+    ranking: list[dict]  # the same results by test accuracy, best first (ties: `architectures` order)
+    sample_images: np.ndarray  # the first SAMPLE_IMAGES test images
+
+    @property
+    def best(self) -> dict:
+        return self.ranking[0]
+
+
+def read_csv(path: Path, what: str, fix: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{what} is missing: {path} does not exist; {fix}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{what} is corrupt: {path} ({error}); {fix}") from None
+
+
+def collect_architecture(name: str, reference: dict) -> dict:
+    """Everything the report shows about one architecture, each value checked to exist."""
+    fix_train, fix_eval = f"run `dvc repro train@{name}`", f"run `dvc repro evaluate@{name}`"
+    train = read_json(paths.TRAIN_METRICS_DIR / f"{name}.json", f"training metrics of {name}", fix_train)
+    test = read_json(paths.EVAL_DIR / f"{name}.json", f"test metrics of {name}", fix_eval)
+    run = read_json(paths.run_file(name), f"MLflow run id of {name}", fix_train)
+    for what, source, keys in (("training metrics", train, ("val_accuracy", "train_seconds", "epochs_run")),
+                               ("test metrics", test, ("test_accuracy", "test_loss"))):
+        missing = [key for key in keys if not isinstance(source.get(key), int | float)]
+        if missing:
+            raise PipelineError(f"{what} of {name} lack {', '.join(missing)}; "
+                                f"{fix_train if what.startswith('training') else fix_eval}")
+    details = paths.DETAILS_DIR / name
+    return {
+        "name": name, "reference": reference, "train": train, "test": test, "run": run,
+        "history": read_csv(paths.HISTORY_DIR / f"{name}.csv", f"training history of {name}", fix_train),
+        "per_class": read_csv(details / "per_class.csv", f"per-class scores of {name}", fix_eval),
+        "confusion": read_csv(details / "confusion_matrix.csv", f"confusion matrix of {name}", fix_eval)
+        .set_index("actual"),
+        "predictions": read_csv(paths.PREDICTIONS_DIR / f"{name}.csv", f"predictions of {name}", fix_eval),
+    }
+
+
+def collect(params: dict) -> Comparison:
+    """Read every architecture's results; each confusion matrix must count the whole test set."""
+    classes = load_classes(paths.PROCESSED_DIR)
+    test_images = load_array(paths.PROCESSED_DIR, "test_images", "run `dvc repro preprocess`")
+    results = [collect_architecture(name, params["reference"].get(name, {})) for name in params["architectures"]]
+    for r in results:
+        total = int(r["confusion"].to_numpy().sum())
+        if total != len(test_images):
+            raise PipelineError(f"confusion matrix of {r['name']} counts {total} images, the test set has "
+                                f"{len(test_images)}; run `dvc repro evaluate@{r['name']}`")
+    ranking = sorted(results, key=lambda r: -r["test"]["test_accuracy"])  # stable: ties keep params order
+    return Comparison(params, classes, results, ranking, test_images[:SAMPLE_IMAGES])
+
+
+# --- tables and figures -------------------------------------------------------------------------
+
+def reference_accuracy(reference: dict, dataset: str, label_mode: str) -> str:
+    """The seed document's figure, labelled with its data set (and CIFAR-100 label mode) where
+    that is not what we ran on: 100 fine classes and 20 superclasses are different problems."""
+    figure = percent(reference.get("accuracy"))
+    ran_on = (dataset, label_mode if dataset == "cifar100" else "fine")
+    theirs = (reference.get("dataset", "cifar10"), reference.get("label_mode", "fine"))
+    if reference.get("accuracy") is not None and theirs != ran_on:
+        if theirs[0] == ran_on[0]:  # CIFAR-100 both, other labels
+            figure += f" ({theirs[0]}, {theirs[1]} labels: not comparable)"
+        else:
+            figure += f" ({theirs[0]}{', coarse labels' if theirs[1] == 'coarse' else ''}: not comparable)"
+    return figure
+
+
+def comparison_table(comparison: Comparison) -> pd.DataFrame:
+    dataset, label_mode = comparison.classes["dataset"], comparison.classes["label_mode"]
+    rows = {}
+    for r in comparison.ranking:
+        train, test, reference = r["train"], r["test"], r["reference"]
+        rows[r["name"]] = {
+            "data set": dataset, "parameters": f"{train.get('parameters', 0):,}",
+            "epochs run / best": f"{train['epochs_run']} / {train.get('best_epoch', '–')}",
+            "reference epochs": reference.get("epochs") or "–",
+            "s / epoch": f"{train.get('seconds_per_epoch', 0):.1f}",
+            "training time": f"{train['train_seconds'] / 60:.1f} min",
+            "images / s": f"{train.get('images_per_second', 0):,.0f}",
+            "val accuracy": percent(train["val_accuracy"]),
+            "test accuracy": percent(test["test_accuracy"]),
+            "with flip TTA": percent(test.get("test_accuracy_flip_tta")),
+            "test loss": f"{test['test_loss']:.4f}",
+            "reference accuracy": reference_accuracy(reference, dataset, label_mode),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("architecture")
+
+
+def f1_section(results: list[dict], class_names: list[str]) -> str:
+    f1 = pd.DataFrame({r["name"]: r["per_class"].set_index("class")["f1-score"] for r in results}).T
+    f1 = f1[class_names]
+    mean_f1 = f1.mean(axis=0).sort_values()
+    hardest = ", ".join(f"**{c}** ({100 * v:.1f} %)" for c, v in mean_f1.head(3).items())
+    if len(class_names) > 20:  # 100 columns do not read; show the extremes
+        f1 = f1[list(mean_f1.index[:10]) + list(mean_f1.index[-5:])]
+    table = markdown_table((f1 * 100).round(1).rename_axis("architecture"))
+    return f"Hardest classes (lowest F1 averaged over architectures): {hardest}.\n\n{table}"
+
+
+def differing_params(params: dict) -> list[str]:
+    data, official = params["data"], DATASETS[params["data"]["dataset"]]
+    lines = []
+    if data.get("source") and data["source"] != official["url"]:
+        lines.append(f"`data.source`: `{data['source']}` (md5 `{data.get('md5')}`) instead of the official "
+                     f"archive")
+    for name in params["architectures"]:
+        epochs, reference_epochs = params["train"][name]["epochs"], params["reference"].get(name, {}).get("epochs")
+        if reference_epochs and epochs != reference_epochs:
+            lines.append(f"`train.{name}.epochs`: {epochs} (the seed trains {reference_epochs})")
+    return lines
+
+
+def write_figures(folder: Path, comparison: Comparison) -> dict[str, str]:
+    """Every figure of the report into ``folder``; returns their links relative to reports/."""
+    results, best = comparison.results, comparison.best
+    names = {}
+
+    def save(key: str, figure) -> None:
+        names[key] = (paths.FIGURES_DIR / f"{key}.png").relative_to(paths.REPORT_FILE.parent).as_posix()
+        save_figure(figure, folder / f"{key}.png")
+
+    for r in results:
+        save(f"confusion_{r['name']}", confusion_figure(r["confusion"], f"{r['name']}: test confusion (counts)"))
+    save("confusion_best_normalized", confusion_figure(
+        best["confusion"], f"{best['name']} (best): confusion normalized per actual class", normalized=True))
+    save("learning_curves", learning_curves_figure({r["name"]: r["history"] for r in results}))
+    table = pd.DataFrame({"train_seconds": [r["train"]["train_seconds"] for r in results],
+                          "test_accuracy": [r["test"]["test_accuracy"] for r in results],
+                          "parameters": [r["train"].get("parameters", 1) for r in results]},
+                         index=[r["name"] for r in results])
+    save("time_vs_accuracy", tradeoff_figure(table))
+    first = best["predictions"].iloc[:SAMPLE_IMAGES]
+    save("samples_best", samples_figure(comparison.sample_images, list(first["actual"]), list(first["predicted"]),
+                                        f"{best['name']}: first {SAMPLE_IMAGES} test images (✗ red = misclassified)"))
+    return names
+
+
+def render(comparison: Comparison, figures: dict[str, str]) -> str:
+    """reports/report.md: the Markdown that links ``figures`` (from :func:`write_figures`)."""
+    params, results, best = comparison.params, comparison.results, comparison.best
+    dataset, class_names = comparison.classes["dataset"], comparison.classes["class_names"]
+    shown = best["predictions"].iloc[:SAMPLE_IMAGES]
+    wrong = int((shown["actual"] != shown["predicted"]).sum())
+    trace = pd.DataFrame({
+        "MLflow run": [f"`{r['run']['run_id']}`" for r in results],
+        "trained at commit": [f"`{r['run'].get('git_commit', 'unknown')[:10]}`"
+                              + (" (dirty)" if r["run"].get("git_dirty") == "true" else "") for r in results],
+        "training data md5": [f"`{r['run'].get('data_md5', 'unknown')}`" for r in results],
+    }, index=pd.Index([r["name"] for r in results], name="architecture"))
+    differing = differing_params(params) or ["none"]
+    confusions = "\n".join(f"![{r['name']} confusion matrix]({figures['confusion_' + r['name']]})" for r in results)
+    return "\n".join([
+        f"# CIFAR CNN comparison: {dataset}",
+        "",
+        f"Generated by the `report` stage from the pipeline's own files; best test accuracy: "
+        f"**{best['name']} {percent(best['test']['test_accuracy'])}** on "
+        f"{best['test']['test_images']:,} test images. Times are wall-clock on the machine that ran "
+        "`dvc repro`.",
+        "",
+        "## Comparison (sorted by test accuracy)",
+        "",
+        markdown_table(comparison_table(comparison)),
+        "",
+        "*reference accuracy*: the test accuracy the seed notebook prints for the same architecture, after "
+        "*reference epochs* epochs on the official data (`reference` in params.yaml; another data set is "
+        "named and marked not comparable). "
+        "*s / epoch* is the median epoch, validation included.",
+        "",
+        "## Per-class F1 (%) on the test set",
+        "",
+        f1_section(results, class_names),
+        "",
+        "## Learning curves",
+        "",
+        f"![learning curves]({figures['learning_curves']})",
+        "",
+        "## Training time vs test accuracy",
+        "",
+        f"![training time vs test accuracy]({figures['time_vs_accuracy']})",
+        "",
+        "## Confusion matrices",
+        "",
+        f"![{best['name']} normalized confusion matrix]({figures['confusion_best_normalized']})",
+        "",
+        confusions,
+        "",
+        f"## Sample test predictions of {best['name']}",
+        "",
+        f"{wrong} of the first {SAMPLE_IMAGES} test images are misclassified (marked ✗, red).",
+        "",
+        f"![sample predictions]({figures['samples_best']})",
+        "",
+        "## Traceability",
+        "",
+        f"- data set `{dataset}`, normalization `{params['preprocess']['normalization']}`, validation "
+        f"fraction {params['split']['val_fraction']} (split seed {params['split']['seed']})",
+        "- params that differ from the defaults (official archive, the seeds' epochs):",
+        *[f"  - {line}" for line in differing],
+        "",
+        markdown_table(trace),
+        "",
+        "*training data md5*: of the split arrays each model trained on (`data/split`, recorded by its train "
+        "stage); equal values mean the same training and validation images.",
+        "",
+        "Reproduce: `dvc repro` (only stages whose inputs changed rerun); browse the runs with "
+        "`mlflow ui`; compare with another commit with `dvc metrics diff` and `dvc plots diff`.",
+        "",
+    ])

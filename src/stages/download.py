@@ -3,20 +3,17 @@
 Params: data.dataset, data.source (URL or local path; null = official URL), data.md5.
 """
 
-from pathlib import Path
-
+from src import config as paths
 from src.errors import run_stage
 from src.fetch import clear_folder, fetch_archive
 from src.params import DATASETS, dataset_source, load_params
-
-RAW_DIR = Path("data/raw")
 
 
 def main(argv: list[str]) -> None:
     data = load_params()["data"]
     source, md5 = dataset_source(data)
-    clear_folder(RAW_DIR)
-    archive = fetch_archive(source, md5, RAW_DIR / DATASETS[data["dataset"]]["archive"])
+    clear_folder(paths.RAW_DIR)
+    archive = fetch_archive(source, md5, paths.RAW_DIR / DATASETS[data["dataset"]]["archive"])
     print(f"download: {source} -> {archive} (md5 {md5} verified)")
 
 

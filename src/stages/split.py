@@ -3,29 +3,25 @@
 Params: split.val_fraction, split.seed.
 """
 
-from pathlib import Path
-
+from src import config as paths
 from src.data import load_array, load_classes, save_arrays, stratified_split, write_class_counts
 from src.errors import run_stage
 from src.fileio import atomic_dir
 from src.params import load_params
 
-PROCESSED_DIR = Path("data/processed")
-SPLIT_DIR = Path("data/split")
-
 
 def main(argv: list[str]) -> None:
     split = load_params()["split"]
     fix = "run `dvc repro preprocess`"
-    images, labels = load_array(PROCESSED_DIR, "train_images", fix), load_array(PROCESSED_DIR, "train_labels", fix)
-    class_names = load_classes(PROCESSED_DIR)["class_names"]
+    images, labels = (load_array(paths.PROCESSED_DIR, name, fix) for name in ("train_images", "train_labels"))
+    class_names = load_classes(paths.PROCESSED_DIR)["class_names"]
     train_idx, val_idx = stratified_split(labels.argmax(axis=1), split["val_fraction"], split["seed"])
-    with atomic_dir(SPLIT_DIR) as out:
+    with atomic_dir(paths.SPLIT_DIR) as out:
         save_arrays(out, train_images=images[train_idx], train_labels=labels[train_idx],
                     val_images=images[val_idx], val_labels=labels[val_idx])
         write_class_counts(out / "class_counts.json", class_names, train=labels[train_idx],
-                           val=labels[val_idx], test=load_array(PROCESSED_DIR, "test_labels", fix))
-    print(f"split: {len(train_idx)} train / {len(val_idx)} validation images -> {SPLIT_DIR}")
+                           val=labels[val_idx], test=load_array(paths.PROCESSED_DIR, "test_labels", fix))
+    print(f"split: {len(train_idx)} train / {len(val_idx)} validation images -> {paths.SPLIT_DIR}")
 
 
 if __name__ == "__main__":
