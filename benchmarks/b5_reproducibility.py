@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import REPO, append_result, clean_clone, dvc_repro, git_head
 
 DATA_STAGES = ("download", "preprocess", "split")
-TIMING = {"epoch_seconds", "train_seconds", "seconds_per_epoch", "images_per_second"}
+TIMING = {"epoch_seconds", "train_seconds", "validation_seconds", "seconds_per_epoch", "images_per_second"}
 
 
 def lock_hashes(clone: Path) -> dict[str, str]:

@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
         raise PipelineError(f"unknown architecture {name!r}; choose one of {', '.join(params['architectures'])}")
     accuracy = eval_accuracy(name)
     trained = read_json(paths.run_file(name), f"the MLflow run of {name}", f"run `dvc repro train@{name}`")
-    if "model_uri" not in trained:
+    if not trained.get("model_uri"):  # missing, or null where MLflow refused the upload
         raise PipelineError(f"{paths.run_file(name)} names no logged model; retrain with `dvc repro -f train@{name}`")
     classes = load_classes(paths.PROCESSED_DIR)
     model_name = registered_name(classes)

@@ -200,8 +200,9 @@ def comparison_table(comparison: Comparison) -> pd.DataFrame:
             "reference epochs": reference.get("epochs") or "–",
             "s / epoch": f"{train.get('seconds_per_epoch', 0):.1f}",
             "training time": f"{train['train_seconds'] / 60:.1f} min",
-            "images / s": f"{train.get('images_per_second', 0):,.0f}",
+            "training images / s": f"{train.get('images_per_second', 0):,.0f}",
             "val accuracy": percent(train["val_accuracy"]),
+            "best val accuracy": percent(train.get("best_val_accuracy")),
             "test accuracy": percent(test["test_accuracy"]),
             "with flip TTA": percent(test.get("test_accuracy_flip_tta")),
             "test loss": f"{test['test_loss']:.4f}",
@@ -288,7 +289,9 @@ def render(comparison: Comparison, figures: dict[str, str]) -> str:
         "*reference accuracy*: the test accuracy the seed notebook prints for the same architecture, after "
         "*reference epochs* epochs on the official data (`reference` in params.yaml; another data set is "
         "named and marked not comparable). "
-        "*s / epoch* is the median epoch, validation included.",
+        "*s / epoch* is the median epoch, validation included; *training images / s* leaves validation out. "
+        "*val accuracy* is the saved model's, the one scored on the test set (the last epoch's, or the best "
+        "epoch's where early stopping restores it); *best val accuracy* is the best epoch's.",
         "",
         "## Per-class F1 (%) on the test set",
         "",

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -225,15 +226,26 @@ def log_datasets(splits: dict[str, tuple[np.ndarray, np.ndarray, str]], source: 
         mlflow.log_input(logged, context=context)
 
 
-def log_keras_model(model: keras.Model, example_images: np.ndarray) -> mlflow.models.model.ModelInfo:
-    """Log with the TensorFlow flavor, a signature and an input example (uint8 images)."""
+def log_keras_model(model: keras.Model, example_images: np.ndarray) -> str | None:
+    """Log with the TensorFlow flavor, a signature and an input example (uint8 images); return its URI.
+
+    A store that refuses the upload gives one warning line and None: the caller has saved the model
+    already, so the training, its metrics and the DVC output are kept; only the registry lacks it.
+    """
     import tensorflow as tf
 
     signature = infer_signature(example_images, model.predict(example_images, verbose=0))
     # Explicit requirements: MLflow's inference would reload the model in a subprocess.
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
-    return mlflow.tensorflow.log_model(model, name=MODEL_ARTIFACT, signature=signature, input_example=example_images,
-                                pip_requirements=requirements)
+    try:
+        return mlflow.tensorflow.log_model(model, name=MODEL_ARTIFACT, signature=signature,
+                                           input_example=example_images, pip_requirements=requirements).model_uri
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        print(f"warning: the model is saved in models/ but MLflow did not take it ({' '.join(str(error).split())}); "
+              f"`python -m src.promote` needs it: `dvc repro --force train@{model.name}` once the store works",
+              file=sys.stderr)
+        mlflow.set_tag("model_logged", "false")
+        return None
 
 
 def find_run(run_id: str):

@@ -63,14 +63,22 @@ def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Optim
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Adds `epoch_seconds` and `learning_rate` to each epoch's logs and prints one line per epoch."""
+    """Adds `epoch_seconds` and `learning_rate` to each epoch's logs, prints one line per epoch, and
+    adds up the seconds spent validating (fit's per-epoch evaluation calls on_test_begin/end)."""
 
     def __init__(self, name: str, epochs: int):
         super().__init__()
         self.name, self.epochs = name, epochs
+        self.validation_seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self.validation_started = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.validation_seconds += time.perf_counter() - self.validation_started
 
     def on_epoch_end(self, epoch, logs=None):
         logs["epoch_seconds"] = time.perf_counter() - self.started
@@ -83,21 +91,29 @@ class EpochLog(keras.callbacks.Callback):
 @dataclass
 class TrainingResult:
     history: pd.DataFrame
-    train_seconds: float
-    best_epoch: int
+    train_seconds: float  # the whole fit, validation included
+    validation_seconds: float
+    best_epoch: int  # by the monitored metric
+    evaluated_epoch: int  # the epoch whose weights are saved: the last, or the best if restored
     train_images: int
 
     def summary(self, monitor: str) -> dict:
-        best = self.history.iloc[self.best_epoch - 1]
+        """`val_*` describe the saved model, the one the evaluate stage scores; `best_*` the best epoch."""
+        evaluated, best = self.history.iloc[self.evaluated_epoch - 1], self.history.iloc[self.best_epoch - 1]
         return {
             "epochs_run": len(self.history),
-            "best_epoch": self.best_epoch,
+            "evaluated_epoch": self.evaluated_epoch,
+            "val_accuracy": round(float(evaluated["val_accuracy"]), 6),
+            "val_loss": round(float(evaluated["val_loss"]), 6),
             "monitor": monitor,
-            "val_accuracy": round(float(best["val_accuracy"]), 6),
-            "val_loss": round(float(best["val_loss"]), 6),
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": round(float(best["val_accuracy"]), 6),
             "train_seconds": round(self.train_seconds, 2),
+            "validation_seconds": round(self.validation_seconds, 2),
             "seconds_per_epoch": round(float(self.history["epoch_seconds"].median()), 3),
-            "images_per_second": round(self.train_images * len(self.history) / self.train_seconds, 1),
+            # Training images per second of training alone: validation time is not counted.
+            "images_per_second": round(self.train_images * len(self.history)
+                                       / (self.train_seconds - self.validation_seconds), 1),
         }
 
 
@@ -115,7 +131,8 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
                   metrics=["accuracy"], jit_compile=config.get("jit_compile", False))
-    callbacks = [EpochLog(model.name, config["epochs"])]
+    log = EpochLog(model.name, config["epochs"])
+    callbacks = [log]
     stopping = config.get("early_stopping")
     if stopping:
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -135,5 +152,7 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     history = history[HISTORY_COLUMNS]
     monitor = monitor_of(config)
-    best = history[monitor].idxmin() if monitor.endswith("loss") else history[monitor].idxmax()
-    return TrainingResult(history, train_seconds, int(best) + 1, len(train_data[0]))
+    best = int(history[monitor].idxmin() if monitor.endswith("loss") else history[monitor].idxmax()) + 1
+    # Keras restores the best weights at the end of training only when told to.
+    evaluated = best if stopping and stopping.get("restore_best_weights") else len(history)
+    return TrainingResult(history, train_seconds, log.validation_seconds, best, evaluated, len(train_data[0]))

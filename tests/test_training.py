@@ -1,5 +1,6 @@
 """Training: determinism, schedules, the train stage's outputs, bad params and interruptions."""
 
+import importlib
 import json
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import time
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from src import evaluation, models, tracking, training
@@ -39,6 +41,27 @@ def test_same_params_give_identical_metrics_and_weights(name):
     assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights, strict=True))
     other_history, _ = fit_once(name, {**config, "seed": 4})
     assert not first_history.equals(other_history)
+
+
+def test_summary_describes_the_saved_model_and_the_best_epoch_apart():
+    history = pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.5, 0.7, 0.6], "val_loss": [1.0, 0.8, 0.9],
+                            "epoch_seconds": [2.0, 2.0, 2.0]})
+    summary = training.TrainingResult(history, train_seconds=10.0, validation_seconds=4.0, best_epoch=2,
+                                      evaluated_epoch=3, train_images=600).summary("val_accuracy")
+    assert (summary["val_accuracy"], summary["val_loss"], summary["evaluated_epoch"]) == (0.6, 0.9, 3)
+    assert (summary["best_val_accuracy"], summary["best_epoch"]) == (0.7, 2)
+    assert summary["images_per_second"] == 300.0  # 1,800 images in the 6 s that were not validation
+
+
+@pytest.mark.parametrize("restore", [False, True])
+def test_evaluated_epoch_is_the_one_whose_weights_are_kept(restore):
+    config = {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 16, "epochs": 4, "seed": 3,
+              "early_stopping": {"monitor": "val_loss", "patience": 10, "restore_best_weights": restore}}
+    training.make_deterministic(config["seed"])
+    model = models.build_model("strided2", 10, SCALE, config)
+    result = training.train(model, config, tiny_data(0), tiny_data(1, 32))
+    assert result.evaluated_epoch == (result.best_epoch if restore else 4)
+    assert 0 < result.validation_seconds < result.train_seconds
 
 
 def test_shuffling_is_seeded_and_changes_every_epoch():
@@ -116,6 +139,26 @@ def test_train_stage_writes_model_history_metrics_and_mlflow_run(project):
     images = np.load(project.root / "data/processed/test_images.npy")[:3]
     assert np.asarray(loaded.predict(images)).shape == (3, 10)
     assert loaded.metadata.get_input_schema() is not None
+
+
+def test_a_refused_model_upload_keeps_the_training(project, monkeypatch):
+    prepared(project, **{"train.elu3.epochs": 1})
+    from src.stages import train
+
+    def refuse(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("artifact store is full")
+
+    for name, value in stage_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(project.root)
+    # The module itself: `mlflow.tensorflow` is a lazy proxy that forwards to it.
+    monkeypatch.setattr(importlib.import_module("mlflow.tensorflow"), "log_model", refuse)
+    train.main(["elu3"])
+    assert project.files("models") == ["elu3.keras", "elu3.run.json"]
+    assert json.loads((project.root / "models/elu3.run.json").read_text())["model_uri"] is None
+    [run] = runs_of(project, "elu3")
+    assert run.info.status == "FINISHED" and run.data.tags["model_logged"] == "false"
+    assert "best_val_accuracy" in run.data.metrics
 
 
 def test_bad_training_params_fail_before_training(project):

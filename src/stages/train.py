@@ -51,21 +51,23 @@ def main(argv: list[str]) -> None:
         result = training.train(model, config, (train_images, train_labels), (val_images, val_labels),
                                 extra_callbacks=[tracking.EpochMetrics()])
         summary = {**result.summary(training.monitor_of(config)), "parameters": model.count_params()}
-        # The best epoch's validation scores get their own names: `val_*` are per-epoch series.
-        tracking.mlflow.log_metrics({("best_" + k if k.startswith("val_") else k): float(v)
+        # The saved model's validation scores get their own names: `val_*` are per-epoch series.
+        tracking.mlflow.log_metrics({("evaluated_" + k if k.startswith("val_") else k): float(v)
                                      for k, v in summary.items() if k != "monitor"})
-        logged_model = tracking.log_keras_model(model, val_images[:2])
+        # Saved before the upload: a store that refuses the model must not waste the training.
+        with atomic_path(paths.model_file(name), suffix=".keras") as tmp:
+            model.save(tmp)
         with atomic_path(paths.HISTORY_DIR / f"{name}.csv") as tmp:
             result.history.to_csv(tmp, index=False, float_format="%.6g")
         write_json(paths.TRAIN_METRICS_DIR / f"{name}.json", summary)
-        with atomic_path(paths.model_file(name), suffix=".keras") as tmp:
-            model.save(tmp)
+        model_uri = tracking.log_keras_model(model, val_images[:2])
         write_json(paths.run_file(name), {
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-            "model_uri": logged_model.model_uri, "tracking_uri": tracking.mlflow.get_tracking_uri(),
+            "model_uri": model_uri, "tracking_uri": tracking.mlflow.get_tracking_uri(),
             "data_md5": tags["data_md5"],
             **{key: value for key, value in tracking.git_tags().items() if key.startswith("git_")}})
-    print(f"train@{name}: val_accuracy {summary['val_accuracy']:.4f} (epoch {summary['best_epoch']}), "
+    print(f"train@{name}: val_accuracy {summary['val_accuracy']:.4f} (saved model, epoch {summary['evaluated_epoch']}; "
+          f"best {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}), "
           f"{summary['train_seconds']:.0f}s, MLflow run {run.info.run_id}")
 
 
