@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import REAL_ARCHIVE, REAL_MD5, REPO, Project, assert_one_error_line, set_param, stage_env
 
-COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", ".dvc/config"]
+COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", ".dvc/config", ".dvc/.gitignore"]
 
 
 def sh(cwd, *command, env=None) -> str:

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from scripts import team_stack
-from tests.conftest import REPO, Project, assert_one_error_line, stage_env
-from tests.test_dvc_pipeline import COPIED, edit_params, ran_stages, scratch_params
+from tests.conftest import Project, assert_one_error_line, stage_env
+from tests.test_dvc_pipeline import dvc_repo, edit_params, ran_stages, scratch_params
 
 RESTART_EPOCHS = 6
 HISTORY_KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
@@ -75,23 +74,6 @@ def configure_remote(root: Path, stack, env: dict, shared: bool = True) -> None:
         run(root, *command, env=env)
 
 
-def team_repo(root: Path, params: dict) -> Path:
-    """A git + DVC repository of this project's pipeline (as tests/test_dvc_pipeline.dvc_repo, plus the
-    .gitignore files that keep the cache and .dvc/config.local out of git)."""
-    for name in [*COPIED, ".gitignore", ".dvc/.gitignore"]:
-        source, target = REPO / name, root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "init")
-    return root
-
-
 def client(stack):
     import mlflow
 
@@ -132,7 +114,7 @@ def clone_a(stack, tmp_path_factory, cifar10_archive):
     params = scratch_params(base, cifar10_archive)
     params["architectures"] = ["elu3"]
     params["train"]["elu3"].update(epochs=1, batch_size=50)
-    root = team_repo(base / "a", params)
+    root = dvc_repo(base / "a", params)
     env = env_for(stack.tracking_uri)
     configure_remote(root, stack, env)
     repro = run(root, "dvc", "repro", env=env).stdout
