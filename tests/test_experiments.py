@@ -121,7 +121,8 @@ def test_failed_evaluation_leaves_the_training_run_as_it_was(baseline, tmp_path,
 
     for name, value in stage_env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):  # an earlier test's mlflow.set_tracking_uri exports the first
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(root)
     monkeypatch.setattr(tracking, "log_evaluation", broken)
     with pytest.raises(RuntimeError, match="artifact store went away"):

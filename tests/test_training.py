@@ -150,6 +150,8 @@ def test_a_refused_model_upload_keeps_the_training(project, monkeypatch):
 
     for name, value in stage_env().items():
         monkeypatch.setenv(name, value)
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):  # an earlier test's mlflow.set_tracking_uri exports the first
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(project.root)
     # The module itself: `mlflow.tensorflow` is a lazy proxy that forwards to it.
     monkeypatch.setattr(importlib.import_module("mlflow.tensorflow"), "log_model", refuse)
