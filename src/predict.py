@@ -130,7 +130,7 @@ def load_predictor(model: str) -> tuple[Callable[[np.ndarray], np.ndarray], list
 
     if model.startswith(("models:/", "runs:/")):
         uri = tracking.configure_store()
-        database = Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///") else None
+        database = tracking.sqlite_file()
         if database is not None and not database.exists():  # rather than create an empty store there
             raise PipelineError(f"no MLflow store {database} to resolve {model}; run from the project root, "
                                 "set MLFLOW_TRACKING_URI, or pass --model models/NAME.keras")

@@ -42,7 +42,7 @@ def project_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
-def _sqlite_file() -> Path | None:
+def sqlite_file() -> Path | None:
     """The database file when the store is SQLite (the default): the one store needing a file lock."""
     uri = mlflow.get_tracking_uri()
     return Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve() if uri.startswith("sqlite:///") else None
@@ -78,7 +78,7 @@ def _check_server(uri: str) -> None:
 def _store_lock() -> Iterator[None]:
     """Serialize creating the SQLite schema and experiments: two queue workers on a fresh store
     would otherwise both run its migrations, or both create the same experiment."""
-    database = _sqlite_file()
+    database = sqlite_file()
     if database is None:
         yield
         return
@@ -101,7 +101,7 @@ def experiment_id(dataset: str) -> str:
         experiment = client.get_experiment_by_name(dataset)
         if experiment is not None:
             return experiment.experiment_id
-        location = (project_root() / MLFLOW_ARTIFACTS).as_uri() if _sqlite_file() else None
+        location = (project_root() / MLFLOW_ARTIFACTS).as_uri() if sqlite_file() else None
         return client.create_experiment(dataset, artifact_location=location)
 
 
