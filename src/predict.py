@@ -167,9 +167,13 @@ def batches(files: list[Path], size: int, errors: list[str]) -> Iterator[tuple[l
         yield files[start:start + size], read, np.stack(images) if images else None
 
 
+def top_classes(probabilities: np.ndarray, top: int) -> np.ndarray:
+    """Indices of the ``top`` most probable classes, most probable first (ties in class order)."""
+    return np.argsort(-probabilities, kind="stable")[:top]
+
+
 def top_line(path: Path, probabilities: np.ndarray, names: list[str], top: int) -> str:
-    best = np.argsort(-probabilities, kind="stable")[:top]
-    return f"{path}: " + ", ".join(f"{names[k]} {probabilities[k]:.4f}" for k in best)
+    return f"{path}: " + ", ".join(f"{names[k]} {probabilities[k]:.4f}" for k in top_classes(probabilities, top))
 
 
 def report(message: str) -> None:
@@ -184,7 +188,7 @@ def write_csv(output: Path, rows: list[tuple[Path, np.ndarray]], names: list[str
         writer = csv.writer(stream)
         writer.writerow(header)
         for path, probabilities in rows:
-            best = np.argsort(-probabilities, kind="stable")[:top]
+            best = top_classes(probabilities, top)
             writer.writerow([str(path)] + [cell for k in best for cell in (names[k], f"{probabilities[k]:.6g}")]
                             + [f"{p:.6g}" for p in probabilities])
 
