@@ -10,7 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from src import cpu
+
 REPO = Path(__file__).resolve().parents[1]
+# The team's copy of the real CIFAR-10 archive, beside the repository; tests use these too.
 REAL_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar-10-python.tar.gz"
 REAL_MD5 = "d86034037ef419435e8027e306021067"
 # Tests point this elsewhere so a smoke run never edits the repository's results.
@@ -32,16 +35,21 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float
     return seconds, peak_mb, result.stdout
 
 
+def set_param(params: dict, dotted: str, value) -> None:
+    """``set_param(params, "train.elu3.epochs", 2)``: the dotted keys of `dvc exp run -S`."""
+    *path, last = dotted.split(".")
+    section = params
+    for key in path:
+        section = section.setdefault(key, {})
+    section[last] = value
+
+
 def scratch_project(root: Path, archive: Path, md5: str, **dotted_params) -> Path:
     """A folder laid out like the repository root, with params.yaml pointed at ``archive``."""
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for dotted, value in {"data.source": str(archive), "data.md5": md5, **dotted_params}.items():
-        *path, last = dotted.split(".")
-        section = params
-        for key in path:
-            section = section[key]
-        section[last] = value
+        set_param(params, dotted, value)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -58,7 +66,10 @@ def median(values) -> float:
 def append_result(benchmark: str, command: str, lines: list[str]) -> None:
     """Print the figures and append them, dated, to BENCHMARKS.md."""
     stamp = datetime.date.today().isoformat()
-    block = "\n".join([f"### {benchmark}: {stamp}", "", f"Command: `{command}`", "", *lines, ""])
+    info = cpu.describe()  # timings, and even trained weights, differ between CPUs
+    machine = (f"CPU: {info['cpu_model']} (family/model {info['cpu_family_model']}), {info['cpu_count']} cores, "
+               f"flags {info['cpu_flags']}.")
+    block = "\n".join([f"### {benchmark}: {stamp}", "", f"Command: `{command}`", "", machine, "", *lines, ""])
     print(block)
     with BENCHMARKS_MD.open("a") as out:
         out.write("\n" + block)

@@ -23,6 +23,8 @@ EVAL_DIR = REPORTS_DIR / "eval"
 PREDICTIONS_DIR = REPORTS_DIR / "predictions"
 DETAILS_DIR = REPORTS_DIR / "details"
 FIGURES_DIR = REPORTS_DIR / "figures"
+# Where train and evaluate write one NAME.* file (or NAME/ folder) per architecture.
+PER_ARCHITECTURE_DIRS = [TRAIN_METRICS_DIR, HISTORY_DIR, EVAL_DIR, PREDICTIONS_DIR, DETAILS_DIR]
 REPORT_FILE = REPORTS_DIR / "report.md"
 
 # MLflow's embedded store, anchored at the project root (see src/tracking.py).

@@ -83,6 +83,8 @@ class Train(Section):
     weights: Literal["imagenet"] | None = None  # vgg16_* only; null trains from scratch
     seed: int = Field(ge=0)
     jit_compile: bool = False
+    # bfloat16: Keras' mixed_bfloat16 policy, float32 where the CPU lacks bfloat16 instructions.
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     @model_validator(mode="after")
     def keys_that_apply(self) -> "Train":

@@ -6,6 +6,7 @@ outputs (paths from src/config.py), never dvc.lock, and checks them; the best mo
 once. The figure helpers above it also serve the evaluate stage.
 """
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,18 @@ def collect_architecture(name: str, reference: dict) -> dict:
         .set_index("actual"),
         "predictions": read_csv(paths.PREDICTIONS_DIR / f"{name}.csv", f"predictions of {name}", fix_eval),
     }
+
+
+def remove_unlisted(architectures: list[str]) -> list[Path]:
+    """Delete the results of architectures no longer in `architectures`: git keeps them otherwise,
+    and DVC's folder-level `metrics:` and `plots:` would go on showing them beside the current ones."""
+    removed = []
+    for folder in paths.PER_ARCHITECTURE_DIRS:
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if not entry.name.startswith(".") and entry.name.split(".")[0] not in architectures:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def collect(params: dict) -> Comparison:

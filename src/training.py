@@ -53,13 +53,18 @@ def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Optim
     decay = config.get("weight_decay")  # None: the optimizer's own default
     name = config["optimizer"]
     if name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=config.get("momentum", 0.0),
-                                    nesterov=config.get("nesterov", False), weight_decay=decay)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(rate, weight_decay=decay)
-    if name == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=0.004 if decay is None else decay)
-    return keras.optimizers.Adam(rate, weight_decay=decay)
+        optimizer = keras.optimizers.SGD(rate, momentum=config.get("momentum", 0.0),
+                                         nesterov=config.get("nesterov", False), weight_decay=decay)
+    elif name == "rmsprop":
+        optimizer = keras.optimizers.RMSprop(rate, weight_decay=decay)
+    elif name == "adamw":
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=0.004 if decay is None else decay)
+    else:
+        optimizer = keras.optimizers.Adam(rate, weight_decay=decay)
+    # BatchNorm's shift and scale are not weights to shrink: decaying them pulls every activation
+    # threshold to zero (airbench protects them with a 64x learning rate, which Keras cannot set per variable).
+    optimizer.exclude_from_weight_decay(var_names=["beta", "gamma"])
+    return optimizer
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.common import REAL_ARCHIVE, REAL_MD5, set_param  # noqa: F401  (tests import them from here)
 from tests import cifar_fixtures
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar-10-python.tar.gz"
-REAL_MD5 = "d86034037ef419435e8027e306021067"
 
 
 @pytest.fixture(scope="session")
@@ -30,14 +29,6 @@ def cifar100_archive(tmp_path_factory) -> Path:
 
 def base_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
-
-
-def set_param(params: dict, dotted: str, value) -> None:
-    *path, last = dotted.split(".")
-    section = params
-    for key in path:
-        section = section.setdefault(key, {})
-    section[last] = value
 
 
 class Project:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from src import cpu
 from tests.conftest import REAL_ARCHIVE, REAL_MD5, REPO, Project, assert_one_error_line, set_param, stage_env
 
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", ".dvc/config", ".dvc/.gitignore"]
@@ -135,6 +136,10 @@ def test_evaluation_is_logged_into_the_training_run(tiny_pipeline):
         metrics = json.loads((root / f"reports/eval/{name}.json").read_text())
         assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
         assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == f"train@{name}"
+        # Figures from different CPUs are not comparable: every run names its CPU and precision.
+        assert run.data.tags["cpu_flags"] == (" ".join(cpu.flags()) or "none")
+        assert run.data.tags["cpu_model"] == cpu.model_name() and run.data.tags["dtype_policy"] in (
+            "float32", "mixed_bfloat16")
         # Logged without reopening the run: it ended with its training, before the test scores came in.
         [logged] = client.get_metric_history(run_id, "test_accuracy")
         assert run.info.end_time <= logged.timestamp
@@ -213,6 +218,18 @@ def test_changing_one_architecture_reruns_only_its_stages(tiny_pipeline, tmp_pat
     # `dvc status` names the stages whose own inputs changed; evaluate@strided2 follows once its model does.
     assert changed == ["report", "train@strided2"], status
     assert ran_stages(sh(root, "dvc", "repro")) == ["evaluate@strided2", "report", "train@strided2"]
+
+
+def test_removing_an_architecture_removes_its_results(tiny_pipeline, tmp_path):
+    root = tmp_path / "repo"
+    shutil.copytree(tiny_pipeline[0], root, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns"))
+    edit_params(root, architectures=["elu3"])
+    assert ran_stages(sh(root, "dvc", "repro")) == ["report"]
+    assert not [path for path in (root / "reports").rglob("strided2*")]
+    assert "strided2" not in sh(root, "dvc", "metrics", "show", "--json")
+    assert not [path for path in json.loads(sh(root, "dvc", "plots", "show", "--json"))["data"] if "strided2" in path]
+    assert "up to date" in sh(root, "dvc", "status")
+    assert "| elu3 |" in (root / "reports/report.md").read_text()
 
 
 def test_b3_overhead_benchmark_on_the_tiny_pipeline(tiny_pipeline, tmp_path):

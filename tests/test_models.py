@@ -2,10 +2,12 @@
 
 import socket
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from src import models, training
+from src import cpu, models, training
 from src.errors import PipelineError
 from tests.conftest import base_params
 
@@ -22,10 +24,11 @@ ALL = sorted(models.ARCHITECTURES)
 
 def test_registry_holds_every_architecture_of_the_issue():
     assert set(ALL) == {"elu3", "relu4", "relu6", "strided2", "strided4", "conv4", "vgg6", "vgg6_dropout",
-                        "vgg6_bn", "vgg6_bn_aug", "vgg16_transfer", "vgg16_transfer_aug", "resnet_fast"}
+                        "vgg6_bn", "vgg6_bn_aug", "vgg16_transfer", "vgg16_transfer_aug", "resnet_fast",
+                        "airbench"}
     assert set(ALL) <= set(base_params()["train"])
-    for name, function in models.ARCHITECTURES.items():
-        assert "seed" in function.__doc__.lower() or name == "resnet_fast", name
+    for name, function in models.ARCHITECTURES.items():  # where each net comes from
+        assert function.__doc__.startswith(("Seed 00", "Ours:")), name
 
 
 @pytest.mark.parametrize(("name", "classes"), sorted(SEED_PARAMETER_COUNTS))
@@ -61,7 +64,7 @@ def test_augmentation_is_active_in_training_only():
 
 
 def test_unknown_architecture():
-    with pytest.raises(PipelineError, match=r"unknown architecture 'vgg19'.*choose from conv4, elu3"):
+    with pytest.raises(PipelineError, match=r"unknown architecture 'vgg19'.*choose from airbench, conv4, elu3"):
         models.build_model("vgg19", 10, SCALE)
 
 
@@ -74,3 +77,55 @@ def test_imagenet_weights_offline_fail_fast_with_the_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
     with pytest.raises(PipelineError, match=r"set `train.vgg16_transfer.weights: null`"):
         models.build_model("vgg16_transfer", 10, SCALE, {"weights": "imagenet"})
+
+
+def _generated_images(count=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+
+
+def test_airbench_shape_parameters_and_frozen_whitening():
+    training.make_deterministic(0)
+    images = _generated_images()
+    model = models.build_model("airbench", 10, SCALE, train_images=images)
+    assert model.output_shape == (None, 10)
+    assert model.count_params() == 1_973_920
+    whitening = model.get_layer(models.WHITENING_LAYER)
+    assert not whitening.trainable and whitening.kernel.shape == (2, 2, 3, 24)
+    # The first 12 filters whiten the training images' 2x2 patches: unit variance, uncorrelated
+    # (the next 12 are their negatives).
+    patches = keras.ops.convert_to_numpy(whitening(images.astype("float32") / 255)).reshape(-1, 24)
+    covariance = patches[:, :12].T @ patches[:, :12] / len(patches)
+    assert np.allclose(covariance, np.eye(12), atol=0.2)
+    assert np.allclose(patches[:, 12:], -patches[:, :12])
+    # Dirac init: every conv's first filters copy their input channels.
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.trainable)
+    kernel = keras.ops.convert_to_numpy(conv.kernel)
+    assert np.array_equal(kernel[1, 1, :, :24], np.eye(24)) and not kernel[0, 0, :, :24].any()
+
+
+@pytest.mark.skipif(not cpu.has_bfloat16(), reason="this CPU has no bfloat16 instructions")
+def test_bfloat16_computes_in_bfloat16_with_float32_weights_and_outputs():
+    config = {**base_params()["train"]["elu3"], "precision": "bfloat16", "epochs": 1, "batch_size": 8}
+    model = models.build_model("elu3", 10, SCALE, config)
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert (model.dtype_policy.name, conv.compute_dtype, conv.variable_dtype) == ("mixed_bfloat16", "bfloat16",
+                                                                                  "float32")
+    assert model.get_layer("normalization").compute_dtype == "float32"
+    images = _generated_images(8)
+    labels = np.eye(10, dtype=np.uint8)[np.arange(8)]
+    result = training.train(model, config, (images, labels), (images, labels))
+    assert np.isfinite(result.history["loss"]).all()
+    assert model.predict(images, verbose=0).dtype == np.float32
+    # The next model built without a precision is float32 again: the global policy does not leak.
+    assert models.build_model("elu3", 10, SCALE).dtype_policy.name == "float32"
+
+
+def test_bfloat16_falls_back_to_float32_with_one_warning_without_the_cpu_flag(monkeypatch, capsys):
+    monkeypatch.setattr(cpu, "flags", lambda: ["avx2"])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    model = models.build_model("elu3", 10, SCALE, {"precision": "bfloat16"})
+    assert model.dtype_policy.name == "float32"
+    assert all(layer.compute_dtype == "float32" for layer in model.layers)
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: train.elu3.precision is bfloat16")
+    assert "avx512_bf16" in warning[0] and "float32" in warning[0]

@@ -2,7 +2,8 @@
 
 Params: architectures (which to compare), reference (the seed documents' figures), train (epochs),
 data, preprocess and split (traceability). Reads only the files dvc.yaml declares for it and writes
-nothing that varies between identical runs (the work is in src/reporting.py).
+nothing that varies between identical runs (the work is in src/reporting.py). Deletes the results
+of architectures removed from `architectures`, so neither git nor `dvc metrics show` keeps them.
 """
 
 from src import config as paths
@@ -13,7 +14,12 @@ from src.params import load_params
 
 
 def main(argv: list[str]) -> None:
-    comparison = reporting.collect(load_params())
+    params = load_params()
+    removed = reporting.remove_unlisted(params["architectures"])
+    if removed:
+        print(f"report: removed {len(removed)} results of architectures no longer in `architectures`: "
+              f"{', '.join(sorted({path.name.split('.')[0] for path in removed}))}")
+    comparison = reporting.collect(params)
     with atomic_dir(paths.FIGURES_DIR) as folder:
         figures = reporting.write_figures(folder, comparison)
     with atomic_path(paths.REPORT_FILE) as tmp:

@@ -6,7 +6,7 @@ models/NAME.run.json (the MLflow run and model, for evaluate and promote), repor
 """
 
 from src import config as paths
-from src import tracking
+from src import cpu, tracking
 from src.data import load_array, load_classes, load_normalization
 from src.errors import PipelineError, run_stage
 from src.fileio import atomic_path, remove_partials, write_json
@@ -36,10 +36,11 @@ def main(argv: list[str]) -> None:
                                                           for f in paths.SPLIT_FILES)
     classes, normalization = load_classes(paths.PROCESSED_DIR), load_normalization(paths.PROCESSED_DIR)
     training.make_deterministic(config["seed"])
-    model = build_model(name, train_labels.shape[1], normalization, config)
+    model = build_model(name, train_labels.shape[1], normalization, config, train_images=train_images)
     split_file = {f: paths.SPLIT_DIR / f"{f}.npy" for f in paths.SPLIT_FILES}
     tags = {"data_md5": tracking.files_md5(list(split_file.values())),
-            "normalization": normalization["mode"], "label_mode": classes["label_mode"]}
+            "normalization": normalization["mode"], "label_mode": classes["label_mode"],
+            "dtype_policy": model.dtype_policy.name, **cpu.describe()}
     logged_params = {**config, "parameters": model.count_params(), "dataset": classes["dataset"],
                      "normalization": normalization["mode"], "train_images": len(train_images)}
 
