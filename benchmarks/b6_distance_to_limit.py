@@ -9,8 +9,9 @@ augmentation, optimizer and batch as params.yaml), alternating float32 / bfloat1
 thousand images, median of the later epochs of each. The same table is the side-by-side speed of
 the two precisions (issue 15).
 
-Usage: python benchmarks/b6_distance_to_limit.py [--rounds 2] [--images 4096] [--split data/split]
-       [--architectures elu3 ...]  (run `dvc repro split` first; default: params.yaml's architectures)
+Usage: python benchmarks/b6_distance_to_limit.py [--rounds 2] [--images 4096] [--limit-seconds 5]
+       [--split data/split] [--processed data/processed] [--architectures elu3 ...]
+       (run `dvc repro split` first; the default architectures are params.yaml's)
 """
 
 import argparse
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=REPO / "data/split")
     parser.add_argument("--processed", type=Path, default=REPO / "data/processed")
     parser.add_argument("--architectures", nargs="*")
+    parser.add_argument("--limit-seconds", type=float, default=5.0, help="per kernel loop and precision")
     args = parser.parse_args()
 
     import keras
@@ -119,7 +121,7 @@ def main() -> None:
     fix = "run `dvc repro split` first"
     data = (load_array(args.split, "train_images", fix), load_array(args.split, "train_labels", fix))
     normalization = load_normalization(args.processed)
-    limits = {precision: kernel_limit(dtype) for precision, dtype in
+    limits = {precision: kernel_limit(dtype, args.limit_seconds) for precision, dtype in
               {"float32": "float32", "bfloat16": "bfloat16"}.items()}
     best = {precision: max(kinds.values()) for precision, kinds in limits.items()}
     speeds = {(name, precision): [] for name in names for precision in PRECISIONS}

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from src import cpu
 from tests import cifar_fixtures
 from tests.conftest import REPO, stage_env
 
@@ -19,7 +20,20 @@ def test_b1_train_speed_smoke(tmp_path, cifar10_archive):
                          "--val-fraction", "0.2", "--archive", str(cifar10_archive),
                          "--md5", cifar_fixtures.md5_of(cifar10_archive))
     assert "| seed 000 notebook |" in text and "| pipeline train@elu3 |" in text
-    assert "Ratio pipeline / seed: **" in text
+    assert "Ratio pipeline / seed, training alone: **" in text
+    assert f"flags {' '.join(cpu.flags()) or 'none'}." in text  # every section names its CPU
+
+
+def test_b6_distance_to_limit_smoke(tmp_path, project):
+    for stage in ("download", "preprocess", "split"):
+        project.run(stage)
+    text = run_benchmark("b6_distance_to_limit.py", tmp_path / "B.md", "--rounds", "1", "--images", "64",
+                         "--limit-seconds", "0.2", "--split", str(project.root / "data/split"),
+                         "--processed", str(project.root / "data/processed"), "--architectures", "strided2")
+    assert "| **limit** (best) |" in text
+    # FLOPs counted from the model: strided2's two 5x5 convs and dense layers, forward and backward.
+    row = next(line for line in text.splitlines() if line.startswith("| strided2 |"))
+    assert float(row.split("|")[2]) == 13.0 and row.count("img/s") == 2
 
 
 def test_b2_data_stages_smoke(tmp_path, cifar10_archive):
