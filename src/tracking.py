@@ -205,11 +205,29 @@ def _flatten(params: dict, prefix: str = "") -> dict:
     return flat
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then raise KeyboardInterrupt. An interrupt inside a
+    store write leaves its SQLite transaction open, and ending the run KILLED then finds the database
+    locked. (Python handlers, not a signal mask: the OS may deliver the signal to any of TensorFlow's threads.)"""
+    received = []
+    handlers = {number: signal.signal(number, lambda signum, frame: received.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        if received:
+            raise KeyboardInterrupt(f"signal {received[0]}")
+
+
 class EpochMetrics(keras.callbacks.Callback):
     """Logs every epoch's metrics, learning rate and seconds to the active run."""
 
     def on_epoch_end(self, epoch, logs=None):
-        mlflow.log_metrics({key: float(value) for key, value in (logs or {}).items()}, step=epoch + 1)
+        with signals_deferred():
+            mlflow.log_metrics({key: float(value) for key, value in (logs or {}).items()}, step=epoch + 1)
 
 
 def log_datasets(splits: dict[str, tuple[np.ndarray, np.ndarray, str]], source: str, dataset: str) -> None:

@@ -205,6 +205,18 @@ def test_interrupted_training_leaves_no_model_and_a_killed_run(project, signal_n
     assert run.info.status == status
 
 
+def test_a_signal_during_a_store_write_waits_for_the_write():
+    import os
+
+    from src import tracking
+
+    written = []
+    with pytest.raises(KeyboardInterrupt, match="signal 2"), tracking.signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        written.append(True)  # the write the signal arrived in finishes first
+    assert written == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_sigkilled_training_is_cleaned_up_by_the_next_run(project):
     process = start_training(prepared(project))
     process.kill()
