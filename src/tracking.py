@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -210,6 +211,9 @@ def signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block ends, then raise KeyboardInterrupt. An interrupt inside a
     store write leaves its SQLite transaction open, and ending the run KILLED then finds the database
     locked. (Python handlers, not a signal mask: the OS may deliver the signal to any of TensorFlow's threads.)"""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
     received = []
     handlers = {number: signal.signal(number, lambda signum, frame: received.append(signum))
                 for number in (signal.SIGINT, signal.SIGTERM)}
