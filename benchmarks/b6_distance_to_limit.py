@@ -27,7 +27,7 @@ from src import models, training
 from src.data import load_array, load_normalization
 from src.params import load_params
 
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+PRECISIONS = ("float32", "bfloat16")  # train.NAME.precision values, also TensorFlow dtype names
 
 
 def kernel_limit(dtype: str, seconds: float = 5.0) -> dict[str, float]:
@@ -121,8 +121,7 @@ def main() -> None:
     fix = "run `dvc repro split` first"
     data = (load_array(args.split, "train_images", fix), load_array(args.split, "train_labels", fix))
     normalization = load_normalization(args.processed)
-    limits = {precision: kernel_limit(dtype, args.limit_seconds) for precision, dtype in
-              {"float32": "float32", "bfloat16": "bfloat16"}.items()}
+    limits = {precision: kernel_limit(precision, args.limit_seconds) for precision in PRECISIONS}
     best = {precision: max(kinds.values()) for precision, kinds in limits.items()}
     speeds = {(name, precision): [] for name in names for precision in PRECISIONS}
     for _ in range(args.rounds):

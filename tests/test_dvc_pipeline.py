@@ -44,6 +44,16 @@ def scratch_params(tmp_path, archive) -> dict:
     return Project(tmp_path / "scratch", archive).params
 
 
+def tiny_repo(base, archive, architectures: list[str], folder: str = "repo"):
+    """``base/folder``: a git + DVC repository of the pipeline on a generated archive, training
+    ``architectures`` for one epoch each."""
+    params = scratch_params(base, archive)
+    params["architectures"] = architectures
+    for name in architectures:
+        params["train"][name].update(epochs=1, batch_size=50)
+    return dvc_repo(base / folder, params)
+
+
 def ran_stages(output: str) -> list[str]:
     return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
 
@@ -104,12 +114,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def tiny_pipeline(tmp_path_factory, cifar10_archive):
     """`dvc repro` of the whole pipeline, two architectures, one epoch each, on a small archive."""
-    base = tmp_path_factory.mktemp("pipeline")
-    params = scratch_params(base, cifar10_archive)
-    params["architectures"] = TINY_ARCHITECTURES
-    for name in TINY_ARCHITECTURES:
-        params["train"][name].update(epochs=1, batch_size=50)
-    root = dvc_repo(base / "repo", params)
+    root = tiny_repo(tmp_path_factory.mktemp("pipeline"), cifar10_archive, TINY_ARCHITECTURES)
     output = sh(root, "dvc", "repro")
     return root, output
 

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from tests.conftest import stage_env
-from tests.test_dvc_pipeline import dvc_repo, edit_params, ran_stages, scratch_params, sh
+from tests.test_dvc_pipeline import edit_params, ran_stages, sh, tiny_repo
 
 QUEUE_SECONDS = 900
 
@@ -17,11 +17,7 @@ QUEUE_SECONDS = 900
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, cifar10_archive):
     """A committed one-architecture pipeline after `dvc repro`, to copy per test."""
-    base = tmp_path_factory.mktemp("experiments")
-    params = scratch_params(base, cifar10_archive)
-    params["architectures"] = ["elu3"]
-    params["train"]["elu3"].update(epochs=1, batch_size=50)
-    root = dvc_repo(base / "repo", params)
+    root = tiny_repo(tmp_path_factory.mktemp("experiments"), cifar10_archive, ["elu3"])
     sh(root, "git", "config", "user.name", "t")
     sh(root, "git", "config", "user.email", "t@t")
     sh(root, "dvc", "repro")

@@ -22,7 +22,7 @@ import pytest
 
 from scripts import team_stack
 from tests.conftest import Project, assert_one_error_line, stage_env
-from tests.test_dvc_pipeline import dvc_repo, edit_params, ran_stages, scratch_params
+from tests.test_dvc_pipeline import edit_params, ran_stages, tiny_repo
 
 RESTART_EPOCHS = 6
 HISTORY_KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
@@ -110,11 +110,7 @@ def run_json(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def clone_a(stack, tmp_path_factory, cifar10_archive):
     """Clone A: `dvc repro` tracked on the server, `dvc push` to the S3 remote, everything committed."""
-    base = tmp_path_factory.mktemp("team")
-    params = scratch_params(base, cifar10_archive)
-    params["architectures"] = ["elu3"]
-    params["train"]["elu3"].update(epochs=1, batch_size=50)
-    root = dvc_repo(base / "a", params)
+    root = tiny_repo(tmp_path_factory.mktemp("team"), cifar10_archive, ["elu3"], folder="a")
     env = env_for(stack.tracking_uri)
     configure_remote(root, stack, env)
     repro = run(root, "dvc", "repro", env=env).stdout

@@ -19,7 +19,7 @@ from PIL import Image
 
 import src  # noqa: F401  (before keras: the stages' TensorFlow settings)
 from tests.conftest import assert_one_error_line, stage_env
-from tests.test_dvc_pipeline import dvc_repo, scratch_params, sh
+from tests.test_dvc_pipeline import sh, tiny_repo
 
 ARCHITECTURES = ["elu3", "strided2"]
 MODEL_NAME = "cifar10-cnn"
@@ -42,12 +42,7 @@ def run(root: Path, module: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, cifar10_archive) -> Path:
     """The pipeline up to evaluate (the report is not needed here), two architectures, one epoch each."""
-    base = tmp_path_factory.mktemp("use_model")
-    params = scratch_params(base, cifar10_archive)
-    params["architectures"] = ARCHITECTURES
-    for name in ARCHITECTURES:
-        params["train"][name].update(epochs=1, batch_size=50)
-    root = dvc_repo(base / "repo", params)
+    root = tiny_repo(tmp_path_factory.mktemp("use_model"), cifar10_archive, ARCHITECTURES)
     sh(root, "dvc", "repro", *(f"evaluate@{name}" for name in ARCHITECTURES))
     return root
 
