@@ -77,6 +77,8 @@ class Train(Section):
     weight_decay: float | None = Field(None, ge=0)  # null: the optimizer's default (AdamW 0.004, else none)
     label_smoothing: Fraction = 0.0
     batch_size: int = Field(ge=1)
+    # Leave out each epoch's last, partial batch (tf.data's drop_remainder, PyTorch's drop_last).
+    drop_remainder: bool = False
     epochs: int = Field(ge=1)
     augmentation: Augmentation | None = None
     early_stopping: EarlyStopping | None = None

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from src.errors import PipelineError
+
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
 
 
@@ -19,7 +21,8 @@ def make_deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
+                 drop_remainder: bool = False):
     """Batches of (uint8 images, float one-hot labels), gathered by index so shuffling moves
     indices rather than images and no per-image Python or per-element tf.data work is done."""
     images, labels = tf.constant(images), tf.constant(labels)
@@ -30,7 +33,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffl
     def gather(batch):
         return tf.gather(images, batch), tf.cast(tf.gather(labels, batch), tf.float32)
 
-    return indices.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    batches = indices.batch(batch_size, drop_remainder=drop_remainder)
+    return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def learning_rate(config: dict, steps_per_epoch: int):
@@ -53,18 +57,13 @@ def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Optim
     decay = config.get("weight_decay")  # None: the optimizer's own default
     name = config["optimizer"]
     if name == "sgd":
-        optimizer = keras.optimizers.SGD(rate, momentum=config.get("momentum", 0.0),
-                                         nesterov=config.get("nesterov", False), weight_decay=decay)
-    elif name == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(rate, weight_decay=decay)
-    elif name == "adamw":
-        optimizer = keras.optimizers.AdamW(rate, weight_decay=0.004 if decay is None else decay)
-    else:
-        optimizer = keras.optimizers.Adam(rate, weight_decay=decay)
-    # BatchNorm's shift and scale are not weights to shrink: decaying them pulls every activation
-    # threshold to zero (airbench protects them with a 64x learning rate, which Keras cannot set per variable).
-    optimizer.exclude_from_weight_decay(var_names=["beta", "gamma"])
-    return optimizer
+        return keras.optimizers.SGD(rate, momentum=config.get("momentum", 0.0),
+                                    nesterov=config.get("nesterov", False), weight_decay=decay)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(rate, weight_decay=decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=0.004 if decay is None else decay)
+    return keras.optimizers.Adam(rate, weight_decay=decay)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -100,7 +99,7 @@ class TrainingResult:
     validation_seconds: float
     best_epoch: int  # by the monitored metric
     evaluated_epoch: int  # the epoch whose weights are saved: the last, or the best if restored
-    train_images: int
+    train_images: int  # per epoch: fewer than the split holds where the remainder is dropped
 
     def summary(self, monitor: str) -> dict:
         """`val_*` describe the saved model, the one the evaluate stage scores; `best_*` the best epoch."""
@@ -132,7 +131,14 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
 
     Call :func:`make_deterministic` before building ``model``: its initial weights come from the seed.
     """
-    steps_per_epoch = math.ceil(len(train_data[0]) / config["batch_size"])
+    drop_remainder = config.get("drop_remainder", False)
+    # A last batch of a few images at a large learning rate kicks the weights and, through
+    # BatchNorm's batch statistics, the running statistics too: drop_remainder leaves it out.
+    images, batch_size = len(train_data[0]), config["batch_size"]
+    steps_per_epoch = images // batch_size if drop_remainder else math.ceil(images / batch_size)
+    if not steps_per_epoch:
+        raise PipelineError(f"`train.{model.name}.drop_remainder` leaves no batch: {images} training images, "
+                            f"batch_size {batch_size}; lower batch_size or set drop_remainder: false")
     model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
                   metrics=["accuracy"], jit_compile=config.get("jit_compile", False))
@@ -146,7 +152,8 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     # One repeated dataset and one iterator for the whole fit: given a finite dataset, Keras builds a
     # fresh iterator every epoch, and tearing down the previous one blocked ~0.6 ms per training
     # image (py-spy: ~IteratorResource waiting on tf.data's thread pool), 25 % of an epoch here.
-    train_batches = make_dataset(*train_data, config["batch_size"], shuffle_seed=config["seed"]).repeat()
+    train_batches = make_dataset(*train_data, batch_size, shuffle_seed=config["seed"],
+                                 drop_remainder=drop_remainder).repeat()
     started = time.perf_counter()
     fit = model.fit(train_batches, steps_per_epoch=steps_per_epoch,
                     validation_data=make_dataset(*val_data, max(config["batch_size"], 500)),
@@ -160,4 +167,5 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     best = int(history[monitor].idxmin() if monitor.endswith("loss") else history[monitor].idxmax()) + 1
     # Keras restores the best weights at the end of training only when told to.
     evaluated = best if stopping and stopping.get("restore_best_weights") else len(history)
-    return TrainingResult(history, train_seconds, log.validation_seconds, best, evaluated, len(train_data[0]))
+    return TrainingResult(history, train_seconds, log.validation_seconds, best, evaluated,
+                          min(images, steps_per_epoch * batch_size))

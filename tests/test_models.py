@@ -88,15 +88,19 @@ def test_airbench_shape_parameters_and_frozen_whitening():
     images = _generated_images()
     model = models.build_model("airbench", 10, SCALE, train_images=images)
     assert model.output_shape == (None, 10)
-    assert model.count_params() == 1_973_920
+    assert model.count_params() == 1_975_096
     whitening = model.get_layer(models.WHITENING_LAYER)
     assert not whitening.trainable and whitening.kernel.shape == (2, 2, 3, 24)
-    # The first 12 filters whiten the training images' 2x2 patches: unit variance, uncorrelated
-    # (the next 12 are their negatives).
+    # The first 12 filters whiten the training images' 2x2 patches: zero mean, unit variance,
+    # uncorrelated (the next 12 are their negatives).
     patches = keras.ops.convert_to_numpy(whitening(images.astype("float32") / 255)).reshape(-1, 24)
-    covariance = patches[:, :12].T @ patches[:, :12] / len(patches)
-    assert np.allclose(covariance, np.eye(12), atol=0.2)
+    assert np.allclose(patches.mean(axis=0), 0, atol=0.05)
+    assert np.allclose(np.cov(patches[:, :12], rowvar=False), np.eye(12), atol=0.2)
     assert np.allclose(patches[:, 12:], -patches[:, :12])
+    # BatchNorm: only the shifts train (6 convs, 6 shifts and the head); the scales stay at 1/8.
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(model.trainable_weights) == 13 and all(not norm.gamma.trainable for norm in norms)
+    assert all(np.allclose(keras.ops.convert_to_numpy(norm.gamma), 1 / 8) for norm in norms)
     # Dirac init: every conv's first filters copy their input channels.
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.trainable)
     kernel = keras.ops.convert_to_numpy(conv.kernel)

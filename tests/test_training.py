@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from src import evaluation, models, tracking, training
+from src.errors import PipelineError
 from tests.conftest import assert_one_error_line, stage_env
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
@@ -75,6 +76,21 @@ def test_shuffling_is_seeded_and_changes_every_epoch():
     first = order(1)
     assert first == order(1) and first != order(2)
     assert first[0] != first[1] and sorted(first[0]) == list(range(40))
+
+
+def test_drop_remainder_trains_full_batches_only():
+    config = {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 24, "epochs": 2, "seed": 0}
+    images, labels = tiny_data(0, 64)  # 2 batches of 24 and one of 16
+    sizes = [len(batch[0]) for batch in training.make_dataset(images, labels, 24, shuffle_seed=0,
+                                                              drop_remainder=True)]
+    assert sizes == [24, 24]
+    for drop_remainder, steps in ((False, 3), (True, 2)):
+        training.make_deterministic(0)
+        model = models.build_model("elu3", 10, SCALE, config)
+        training.train(model, {**config, "drop_remainder": drop_remainder}, (images, labels), tiny_data(1, 8))
+        assert int(model.optimizer.iterations) == 2 * steps
+    with pytest.raises(PipelineError, match="drop_remainder` leaves no batch: 64 training images, batch_size 100"):
+        training.train(model, {**config, "batch_size": 100, "drop_remainder": True}, (images, labels), tiny_data(1, 8))
 
 
 def test_learning_rate_schedules():
