@@ -121,6 +121,19 @@ class TrainingResult:
         }
 
 
+def steps_per_epoch(name: str, config: dict, images: int) -> int:
+    """Batches per epoch of ``images`` training images. A last batch of a few images at a large
+    learning rate kicks the weights and, through BatchNorm's batch statistics, the running
+    statistics too: `drop_remainder` leaves it out, but must leave at least one batch."""
+    batch_size = config["batch_size"]
+    if not config.get("drop_remainder", False):
+        return math.ceil(images / batch_size)
+    if images < batch_size:
+        raise PipelineError(f"`train.{name}.drop_remainder` leaves no batch: {images} training images, "
+                            f"batch_size {batch_size}; lower batch_size or set drop_remainder: false")
+    return images // batch_size
+
+
 def monitor_of(config: dict) -> str:
     return (config.get("early_stopping") or {}).get("monitor", "val_accuracy")
 
@@ -131,15 +144,9 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
 
     Call :func:`make_deterministic` before building ``model``: its initial weights come from the seed.
     """
-    drop_remainder = config.get("drop_remainder", False)
-    # A last batch of a few images at a large learning rate kicks the weights and, through
-    # BatchNorm's batch statistics, the running statistics too: drop_remainder leaves it out.
     images, batch_size = len(train_data[0]), config["batch_size"]
-    steps_per_epoch = images // batch_size if drop_remainder else math.ceil(images / batch_size)
-    if not steps_per_epoch:
-        raise PipelineError(f"`train.{model.name}.drop_remainder` leaves no batch: {images} training images, "
-                            f"batch_size {batch_size}; lower batch_size or set drop_remainder: false")
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+    steps = steps_per_epoch(model.name, config, images)
+    model.compile(optimizer=make_optimizer(config, steps),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
                   metrics=["accuracy"], jit_compile=config.get("jit_compile", False))
     log = EpochLog(model.name, config["epochs"])
@@ -153,10 +160,10 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     # fresh iterator every epoch, and tearing down the previous one blocked ~0.6 ms per training
     # image (py-spy: ~IteratorResource waiting on tf.data's thread pool), 25 % of an epoch here.
     train_batches = make_dataset(*train_data, batch_size, shuffle_seed=config["seed"],
-                                 drop_remainder=drop_remainder).repeat()
+                                 drop_remainder=config.get("drop_remainder", False)).repeat()
     started = time.perf_counter()
-    fit = model.fit(train_batches, steps_per_epoch=steps_per_epoch,
-                    validation_data=make_dataset(*val_data, max(config["batch_size"], 500)),
+    fit = model.fit(train_batches, steps_per_epoch=steps,
+                    validation_data=make_dataset(*val_data, max(batch_size, 500)),
                     epochs=config["epochs"], callbacks=callbacks + (extra_callbacks or []), verbose=0,
                     shuffle=False)  # make_dataset already shuffles, with the seed
     train_seconds = time.perf_counter() - started
@@ -168,4 +175,4 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     # Keras restores the best weights at the end of training only when told to.
     evaluated = best if stopping and stopping.get("restore_best_weights") else len(history)
     return TrainingResult(history, train_seconds, log.validation_seconds, best, evaluated,
-                          min(images, steps_per_epoch * batch_size))
+                          min(images, steps * batch_size))

@@ -187,6 +187,8 @@ def test_bad_training_params_fail_before_training(project):
     project.set(**{"train.elu3.epochs": 1, "train.elu3.optimizer": "adam"})
     project.set(**{"architectures": ["elu3", "lenet"], "train.lenet": dict(project.params["train"]["elu3"])})
     assert_one_error_line(project.run("train", "lenet", check=False), "unknown architecture 'lenet'")
+    project.set(**{"architectures": ["elu3"], "train.elu3.batch_size": 10**6, "train.elu3.drop_remainder": True})
+    assert_one_error_line(project.run("train", "elu3", check=False), "`train.elu3.drop_remainder` leaves no batch")
     assert project.files("models") == [] and not (project.root / "mlflow.db").exists()
 
 

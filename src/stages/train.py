@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
     train_images, train_labels, val_images, val_labels = (load_array(paths.SPLIT_DIR, f, fix)
                                                           for f in paths.SPLIT_FILES)
     classes, normalization = load_classes(paths.PROCESSED_DIR), load_normalization(paths.PROCESSED_DIR)
+    training.steps_per_epoch(name, config, len(train_images))  # a bad batch setup fails before the run starts
     training.make_deterministic(config["seed"])
     model = build_model(name, train_labels.shape[1], normalization, config, train_images=train_images)
     split_file = {f: paths.SPLIT_DIR / f"{f}.npy" for f in paths.SPLIT_FILES}
