@@ -251,10 +251,10 @@ def airbench(x, num_classes, widths=(64, 256, 256)):
     that learn 64x faster, global max pooling and a bias-free linear head scaled by 1/9
     (1,975,096 params with the frozen ones).
 
-    Trained with Nesterov SGD (warm-up then decay), label smoothing 0.2, batch 1024, flip and
-    2-pixel translation, in bfloat16 (params.yaml). Left out: Lookahead (Keras' EMA has no
-    schedule for its momentum) and training the whitening bias for the first epochs (it is set
-    from the data and frozen); the flip alternates by epoch in airbench, randomly here."""
+    Trained with Nesterov SGD (warm-up then decay), Lookahead, label smoothing 0.2, batch 1024,
+    flip and 2-pixel translation, in bfloat16 (params.yaml). Left out: training the whitening
+    bias for the first epochs (it is set from the data and frozen); the flip alternates by epoch
+    in airbench, randomly here."""
     # In float32: bfloat16 would round away the faint high-frequency components it amplifies.
     x = layers.Conv2D(24, 2, trainable=False, name=WHITENING_LAYER, dtype="float32")(x)
     x = layers.Activation("gelu", dtype="float32")(x)
@@ -291,18 +291,21 @@ def _augmentation(config: dict, seed: int) -> list:
     augmentation = config.get("augmentation") or {}
     steps = []
     if augmentation.get("horizontal_flip"):
-        steps.append(layers.RandomFlip("horizontal", seed=seed))
+        steps.append(functools.partial(layers.RandomFlip, "horizontal"))
     if augmentation.get("shift"):
         shift = augmentation["shift"]
         # ImageDataGenerator's default fill mode, as in seed 004
-        steps.append(layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed))
+        steps.append(functools.partial(layers.RandomTranslation, shift, shift, fill_mode="nearest"))
     if augmentation.get("crop_padding"):
-        # Pad-and-random-crop is a random integer shift with zero fill; RandomCrop would
-        # resize instead of center-crop at inference, RandomTranslation is the identity there.
+        # Pad-and-random-crop is a random integer shift; RandomCrop would resize instead of
+        # center-crop at inference, RandomTranslation is the identity there. Borders reflected,
+        # as Page's ResNet and airbench pad.
         shift = augmentation["crop_padding"] / 32
-        steps.append(layers.RandomTranslation(shift, shift, fill_mode="constant", interpolation="nearest",
-                                              seed=seed))
-    return steps
+        steps.append(functools.partial(layers.RandomTranslation, shift, shift, fill_mode="reflect",
+                                       interpolation="nearest"))
+    # A seed per layer: layers seeded alike draw the same numbers, and every image shifted up
+    # was then flipped, none shifted down was.
+    return [make(seed=seed + offset) for offset, make in enumerate(steps)]
 
 
 def precision_policy(precision: str, name: str) -> str:

@@ -80,6 +80,8 @@ class Train(Section):
     # Leave out each epoch's last, partial batch (tf.data's drop_remainder, PyTorch's drop_last).
     drop_remainder: bool = False
     epochs: int = Field(ge=1)
+    # Airbench's Lookahead: training ends on an average of its last steps' weights (src/training.py).
+    lookahead: bool = False
     augmentation: Augmentation | None = None
     early_stopping: EarlyStopping | None = None
     weights: Literal["imagenet"] | None = None  # vgg16_* only; null trains from scratch

@@ -63,6 +63,23 @@ def test_augmentation_is_active_in_training_only():
     assert not np.allclose(np.asarray(trained), images)
 
 
+def test_each_augmentation_draws_its_own_random_numbers():
+    # Seeded alike, the flip and the shift drew the same numbers: the flip decided the vertical shift.
+    flip, shift = models._augmentation({"augmentation": {"horizontal_flip": True, "crop_padding": 4}}, seed=1)
+    marked = np.zeros((512, 32, 32, 1), "float32")
+    marked[:, 16, 0] = 1  # left edge: on the right once flipped
+    flipped = np.asarray(flip(marked, training=True))[:, 16, -1, 0] == 1
+    marked[:, 16, 0], marked[:, 16, 16] = 0, 1  # centre: follows the shift
+    rows = np.asarray(shift(marked, training=True))[..., 0].max(axis=2).argmax(axis=1) - 16
+    assert 0.35 < flipped[rows < 0].mean() < 0.65 and 0.35 < flipped[rows > 0].mean() < 0.65
+
+
+def test_shifted_images_have_reflected_not_blank_borders():
+    (shift,) = models._augmentation({"augmentation": {"crop_padding": 4}}, seed=0)
+    shifted = np.asarray(shift(np.ones((64, 32, 32, 3), "float32"), training=True))
+    assert np.array_equal(shifted, np.ones_like(shifted))
+
+
 def test_unknown_architecture():
     with pytest.raises(PipelineError, match=r"unknown architecture 'vgg19'.*choose from airbench, conv4, elu3"):
         models.build_model("vgg19", 10, SCALE)

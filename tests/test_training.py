@@ -93,6 +93,38 @@ def test_drop_remainder_trains_full_batches_only():
         training.train(model, {**config, "batch_size": 100, "drop_remainder": True}, (images, labels), tiny_data(1, 8))
 
 
+def test_lookahead_pulls_weights_and_batchnorm_statistics_to_the_slow_weights():
+    import keras
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_begin(self, logs=None):
+            self.seen.append([np.array(v) for v in self.model.weights])
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append([np.array(v) for v in self.model.weights])
+
+    training.make_deterministic(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.BatchNormalization()(inputs)))
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    before, after = Record(), Record()  # Keras calls callbacks in list order
+    lookahead = training.Lookahead(total_steps=10)
+    x = np.random.default_rng(0).random((40, 4)).astype("float32")
+    model.fit(x, x[:, :2] * 3, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[before, lookahead, after])
+    start, raw, pulled = before.seen[0], before.seen[1:], after.seen[1:]
+    assert all(np.array_equal(r, p) for r, p in zip(raw[3], pulled[3], strict=True))  # step 4: untouched
+    share = 0.95**5 * 0.5**3  # at step 5 of 10
+    slow = [share * s + (1 - share) * r for s, r in zip(start, raw[4], strict=True)]
+    assert all(np.allclose(s, p) for s, p in zip(slow, pulled[4], strict=True))
+    assert not np.allclose(pulled[4][2], raw[4][2])  # the moving mean is pulled too
+    slow = [0.95**5 * s + (1 - 0.95**5) * r for s, r in zip(slow, raw[9], strict=True)]
+    assert all(np.allclose(s, w) for s, w in zip(slow, model.get_weights(), strict=True))
+
+
 def test_learning_rate_schedules():
     steps = 10
     keras_decay = training.learning_rate({"learning_rate": 0.1, "schedule": "inverse_time", "decay": 0.5,
