@@ -214,10 +214,16 @@ def resnet_fast(x, num_classes, width=16):
     return layers.Rescaling(0.125)(x)
 
 
+# PyTorch's default init, which airbench keeps for the filters and the head: uniform within
+# 1/sqrt(fan_in). Keras' Glorot default is up to 1.7x larger, and behind BatchNorm a larger
+# kernel trains more slowly (the update moves its direction by lr / |w|^2).
+TORCH_DEFAULT_INIT = keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform")
+
+
 def _dirac_conv(x, filters):
     # Airbench's Dirac init: the first filters start as the identity of the input channels, so
     # every block begins close to passing its input through.
-    conv = layers.Conv2D(filters, 3, padding="same", use_bias=False)
+    conv = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=TORCH_DEFAULT_INIT)
     x = conv(x)
     kernel = keras.ops.convert_to_numpy(conv.kernel)
     channels = kernel.shape[2]
@@ -234,8 +240,9 @@ BIAS_RATE_SCALE = 8.0
 
 
 def _bn_gelu(x):
-    # Frozen scale, only the shift trains, and fast-moving statistics (PyTorch's 0.6 is Keras' 0.4).
-    norm = layers.BatchNormalization(momentum=0.4, epsilon=1e-12,
+    # Frozen scale, only the shift trains, and fast-moving statistics: airbench's momentum 0.6 keeps
+    # 0.6 of the running statistics each step (PyTorch's `momentum=0.4`), as Keras' momentum 0.6 does.
+    norm = layers.BatchNormalization(momentum=0.6, epsilon=1e-12,
                                      gamma_initializer=keras.initializers.Constant(1 / BIAS_RATE_SCALE))
     x = norm(x)
     norm.gamma.trainable = False  # a saved model does not keep this: reload, and the scale would train
@@ -261,7 +268,7 @@ def airbench(x, num_classes, widths=(64, 256, 256)):
     for width in widths:
         x = _bn_gelu(layers.MaxPooling2D()(_dirac_conv(x, width)))
         x = _bn_gelu(_dirac_conv(x, width))
-    x = layers.Dense(num_classes, use_bias=False)(layers.GlobalMaxPooling2D()(x))
+    x = layers.Dense(num_classes, use_bias=False, kernel_initializer=TORCH_DEFAULT_INIT)(layers.GlobalMaxPooling2D()(x))
     return layers.Rescaling(1 / 9)(x)
 
 
@@ -299,13 +306,16 @@ def _augmentation(config: dict, seed: int) -> list:
     if augmentation.get("crop_padding"):
         # Pad-and-random-crop is a random integer shift; RandomCrop would resize instead of
         # center-crop at inference, RandomTranslation is the identity there. Borders reflected,
-        # as Page's ResNet and airbench pad.
-        shift = augmentation["crop_padding"] / 32
+        # as Page's ResNet and airbench pad. A shift drawn within +-(padding + 0.5) pixels and
+        # rounded is each of the 2 * padding + 1 crops equally often, as pad-and-crop; within
+        # +-padding, the outermost crops came half as often.
+        shift = (augmentation["crop_padding"] + 0.5) / 32
         steps.append(functools.partial(layers.RandomTranslation, shift, shift, fill_mode="reflect",
                                        interpolation="nearest"))
     # A seed per layer: layers seeded alike draw the same numbers, and every image shifted up
     # was then flipped, none shifted down was.
-    return [make(seed=seed + offset) for offset, make in enumerate(steps)]
+    # In float32, as the normalization before them: a bfloat16 policy would round the images again.
+    return [make(seed=seed + offset, dtype="float32") for offset, make in enumerate(steps)]
 
 
 def precision_policy(precision: str, name: str) -> str:

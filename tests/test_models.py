@@ -74,6 +74,18 @@ def test_each_augmentation_draws_its_own_random_numbers():
     assert 0.35 < flipped[rows < 0].mean() < 0.65 and 0.35 < flipped[rows > 0].mean() < 0.65
 
 
+def test_pad_and_crop_shifts_to_each_crop_equally_often():
+    (shift,) = models._augmentation({"augmentation": {"crop_padding": 2}}, seed=0)
+    marked = np.zeros((2000, 32, 32, 1), "float32")
+    marked[:, 16, 16] = 1
+    shifted = np.asarray(shift(marked, training=True))[..., 0]
+    assert np.array_equal(shifted.sum(axis=(1, 2)), np.ones(2000))  # whole pixels: no interpolation
+    rows, columns = np.unravel_index(shifted.reshape(2000, -1).argmax(axis=1), (32, 32))
+    for offsets in (rows - 16, columns - 16):
+        assert set(offsets) == {-2, -1, 0, 1, 2}
+        assert np.all(np.abs(np.bincount(offsets + 2) / 2000 - 0.2) < 0.035)  # uniform: 0.2 each
+
+
 def test_shifted_images_have_reflected_not_blank_borders():
     (shift,) = models._augmentation({"augmentation": {"crop_padding": 4}}, seed=0)
     shifted = np.asarray(shift(np.ones((64, 32, 32, 3), "float32"), training=True))
@@ -122,16 +134,27 @@ def test_airbench_shape_parameters_and_frozen_whitening():
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.trainable)
     kernel = keras.ops.convert_to_numpy(conv.kernel)
     assert np.array_equal(kernel[1, 1, :, :24], np.eye(24)) and not kernel[0, 0, :, :24].any()
+    # The other filters and the head start as PyTorch's default: uniform within 1/sqrt(fan_in).
+    dense = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dense))
+    head = keras.ops.convert_to_numpy(dense.kernel)
+    for weights, fan_in in ((kernel[..., 24:], 3 * 3 * 24), (head, 256)):
+        assert 0.9 / fan_in**0.5 < np.abs(weights).max() <= 1 / fan_in**0.5
+    # Running statistics keep 0.6 of themselves each step, as airbench's `batchnorm_momentum: 0.6`.
+    assert all(norm.momentum == 0.6 for norm in norms)
 
 
 @pytest.mark.skipif(not cpu.has_bfloat16(), reason="this CPU has no bfloat16 instructions")
 def test_bfloat16_computes_in_bfloat16_with_float32_weights_and_outputs():
-    config = {**base_params()["train"]["elu3"], "precision": "bfloat16", "epochs": 1, "batch_size": 8}
+    config = {**base_params()["train"]["elu3"], "precision": "bfloat16", "epochs": 1, "batch_size": 8,
+              "augmentation": {"horizontal_flip": True, "crop_padding": 2}}
     model = models.build_model("elu3", 10, SCALE, config)
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     assert (model.dtype_policy.name, conv.compute_dtype, conv.variable_dtype) == ("mixed_bfloat16", "bfloat16",
                                                                                   "float32")
-    assert model.get_layer("normalization").compute_dtype == "float32"
+    # The images stay float32 up to the first conv: bfloat16 would round 1/255 steps to 1/256.
+    kept = [layer for layer in model.layers if isinstance(layer, (keras.layers.Normalization, keras.layers.RandomFlip,
+                                                                  keras.layers.RandomTranslation))]
+    assert len(kept) == 3 and all(layer.compute_dtype == "float32" for layer in kept)
     images = _generated_images(8)
     labels = np.eye(10, dtype=np.uint8)[np.arange(8)]
     result = training.train(model, config, (images, labels), (images, labels))
