@@ -151,7 +151,7 @@ def test_bfloat16_computes_in_bfloat16_with_float32_weights_and_outputs():
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     assert (model.dtype_policy.name, conv.compute_dtype, conv.variable_dtype) == ("mixed_bfloat16", "bfloat16",
                                                                                   "float32")
-    # The images stay float32 up to the first conv: bfloat16 would round 1/255 steps to 1/256.
+    # The images stay float32 up to the first conv: under bfloat16 the augmentation rounded them again.
     kept = [layer for layer in model.layers if isinstance(layer, (keras.layers.Normalization, keras.layers.RandomFlip,
                                                                   keras.layers.RandomTranslation))]
     assert len(kept) == 3 and all(layer.compute_dtype == "float32" for layer in kept)
