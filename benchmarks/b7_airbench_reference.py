@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, append_result
@@ -95,10 +97,12 @@ def main() -> None:
                  if "|   eval  |" in line)
     column = cells.index("eval")
     val_accuracy, tta_accuracy = float(cells[column + 3]), float(cells[column + 4])
+    train_images, val_images = (len(np.load(args.split / f"{name}_labels.npy", mmap_mode="r"))
+                                for name in ("train", "val"))
     append_result("B7 airbench94's own code on the pipeline's split",
                   f"python benchmarks/b7_airbench_reference.py --airbench {args.airbench} --epochs {args.epochs:g}", [
-        f"airbench94 (PyTorch, float32 on the CPU), {args.epochs:g} epochs on the 40,000 training images of "
-        "`data/split`, scored on its 10,000 validation images:",
+        f"airbench94 (PyTorch, float32 on the CPU), {args.epochs:g} epochs on the {train_images:,} training images "
+        f"of `{args.split}`, scored on its {val_images:,} validation images:",
         "",
         f"- validation accuracy **{100 * val_accuracy:.2f} %**, {100 * tta_accuracy:.2f} % with flip TTA",
     ])
