@@ -3,7 +3,7 @@
 Each repeat runs the three stages in a fresh scratch folder, each under /usr/bin/time -v; the
 total is the sum of the three walls, the peak the largest of the three processes.
 
-Usage: python benchmarks/b2_data_stages.py [--repeats 3] [--archive PATH --md5 MD5]
+Usage: python benchmarks/b2_data_stages.py [--repeats 3] [--archive PATH --md5 MD5] [--val-fraction F]
 """
 
 import argparse
@@ -23,11 +23,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE)
     parser.add_argument("--md5", default=REAL_MD5)
+    parser.add_argument("--val-fraction", type=float, help="split.val_fraction (default: params.yaml's; "
+                        "a small generated archive needs a larger one)")
     args = parser.parse_args()
+    split = {"split.val_fraction": args.val_fraction} if args.val_fraction else {}
     runs = []
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as scratch:
-            project = scratch_project(Path(scratch) / f"run{repeat}", args.archive.resolve(), args.md5)
+            project = scratch_project(Path(scratch) / f"run{repeat}", args.archive.resolve(), args.md5, **split)
             runs.append({stage: run_stage(project, stage)[:2] for stage in STAGES})
     rows = [f"| {stage} | {median([r[stage][0] for r in runs]):.1f} | {median([r[stage][1] for r in runs]):,.0f} |"
             for stage in STAGES]

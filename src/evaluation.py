@@ -35,20 +35,21 @@ def load_model(path) -> keras.Model:
 
 
 def evaluate(model: keras.Model, images: np.ndarray, one_hot: np.ndarray, class_names: list[str],
-             batch_size: int) -> Evaluation:
-    """Plain predictions give every metric; `test_accuracy_flip_tta` is reported beside them for
-    test-time augmentation (mean of the probabilities of each image and its mirror image), as the
-    fast-ResNet literature quotes it; CIFAR's classes are all left-right symmetric."""
+             batch_size: int, single_view: keras.Model | None = None) -> Evaluation:
+    """Every metric scores ``model``'s predictions: in the pipeline the trained net behind `evaluate.tta`'s
+    test-time augmentation (:func:`src.models.with_tta`), the model promote registers and predict uses.
+    `test_accuracy_no_tta` scores ``single_view``, the net alone, where given (else ``model`` again): one
+    prediction per image, as the seed notebooks score theirs."""
     probabilities = model.predict(images, batch_size=batch_size, verbose=0)
     if probabilities.shape != one_hot.shape:
         raise PipelineError(f"model {model.name} predicts {probabilities.shape[1]} classes but the test set "
                             f"has {one_hot.shape[1]}; retrain it on this data set (`dvc repro`)")
-    mirrored = model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
+    single = probabilities if single_view is None else single_view.predict(images, batch_size=batch_size, verbose=0)
     labels = list(range(len(class_names)))
     actual, predicted = one_hot.argmax(axis=1), probabilities.argmax(axis=1)
     metrics = {
         "test_accuracy": round(float(accuracy_score(actual, predicted)), 6),
-        "test_accuracy_flip_tta": round(float(accuracy_score(actual, (probabilities + mirrored).argmax(axis=1))), 6),
+        "test_accuracy_no_tta": round(float(accuracy_score(actual, single.argmax(axis=1))), 6),
         "test_loss": round(float(log_loss(actual, probabilities, labels=labels)), 6),
         "test_images": len(actual),
     }

@@ -116,6 +116,9 @@ class Reference(Section):
 
 class Evaluate(Section):
     batch_size: int = Field(ge=1)
+    # Test-time augmentation of every test metric, of the model promote registers and of predict
+    # (src/models.py `with_tta`); none: one prediction per image.
+    tta: Literal["none", "flip", "flip_shift"] = "none"
 
 
 def _registered(names: list[str]) -> list[str]:

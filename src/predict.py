@@ -33,6 +33,10 @@ Folders are searched recursively for {", ".join("*" + suffix for suffix in FOLDE
 (any case; names starting with "." skipped); a file named on the command line is read whatever its
 name. The model gets --batch-size images at a time; a progress bar shows on stderr when it is a terminal.
 
+A models/NAME.keras file is the trained net alone: its predictions average the test-time
+augmentation of params.yaml's `evaluate.tta`, as the test metrics do. A promoted model (the default)
+has that augmentation inside.
+
 Output: one line per image, "PATH: CLASS P, CLASS P, CLASS P" (the --top classes, probabilities). With
 --output, a CSV instead, one row per image in input order, columns: path, top1, top1_probability, ...,
 top3_probability, then one probability column per class, named after it.
@@ -122,7 +126,12 @@ def load_predictor(model: str) -> tuple[Callable[[np.ndarray], np.ndarray], list
             net = keras.models.load_model(model)
         except (OSError, ValueError) as error:
             raise PipelineError(f"model file {model} cannot be loaded ({error})") from None
-        return net.predict_on_batch, project_class_names(model)
+        names = project_class_names(model)
+        from src.models import with_tta
+        from src.params import load_params
+
+        # A trained net alone: behind the test-time augmentation its test metrics were scored with.
+        return with_tta(net, load_params()["evaluate"]["tta"]).predict_on_batch, names
 
     import mlflow
 

@@ -1,9 +1,11 @@
 """Promote a trained model: register it in the MLflow Model Registry as `<dataset>-cnn` under the alias `champion`.
 
 Usage: python -m src.promote [ARCHITECTURE] [--force]. Without ARCHITECTURE, the one of `architectures`
-with the best test accuracy in reports/eval/. Reads models/NAME.run.json (the logged model) and
-data/processed/classes.json (the registered name). The new version is tagged with its test accuracy,
-architecture, git commit and training-data hash; a model worse than the current champion needs --force.
+with the best test accuracy in reports/eval/. Registers the model those test metrics scored: the trained
+net (models/NAME.keras, also logged by its training run, models/NAME.run.json) behind `evaluate.tta`'s
+test-time augmentation, logged into the training run. data/processed/classes.json gives the registered
+name. The new version is tagged with its test accuracy, architecture, test-time augmentation, git commit
+and training-data hash; a model worse than the current champion needs --force.
 Serve the champion with `mlflow models serve -m models:/cifar10-cnn@champion --env-manager local`.
 """
 
@@ -50,10 +52,33 @@ def current_champion(client, model_name: str):
         raise
 
 
-def registered_version(client, model_name: str, model_uri: str):
-    """The version already registered for this logged model (promoting it again moves the alias back)."""
+def registers(version, trained: dict, tta: str) -> bool:
+    """Whether registry ``version`` is the net of training run ``trained`` behind test-time augmentation ``tta``."""
+    return version.tags.get("run_id") == trained["run_id"] and version.tags.get("tta", "none") == tta
+
+
+def registered_version(client, model_name: str, trained: dict, tta: str):
+    """The version already registered for this model (promoting it again moves the alias back)."""
     versions = client.search_model_versions(f"name = '{model_name}'")
-    return next((v for v in versions if v.source == model_uri), None)
+    return next((v for v in versions if registers(v, trained, tta)), None)
+
+
+def inference_model(name: str, trained: dict, tta: str) -> str:
+    """The URI of the model to register: the training run's own where `evaluate.tta` is none, else the
+    trained net behind that test-time augmentation, logged into the training run without reopening it."""
+    if tta == "none":
+        return trained["model_uri"]
+    import keras
+
+    from src import tracking
+    from src.data import load_array
+    from src.evaluation import load_model
+    from src.models import with_tta
+
+    keras.utils.disable_interactive_logging()
+    model = with_tta(load_model(paths.model_file(name)), tta)
+    examples = load_array(paths.PROCESSED_DIR, "test_images", "run `dvc repro preprocess`")[:2]
+    return tracking.log_model(model, examples, name=f"model_tta_{tta}", run_id=trained["run_id"])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -81,7 +106,8 @@ def main(argv: list[str]) -> None:
     uri = tracking.configure_store()
     client = tracking.mlflow.MlflowClient()
     champion = current_champion(client, model_name)
-    if champion is not None and champion.source == trained["model_uri"]:
+    tta = params["evaluate"]["tta"]
+    if champion is not None and registers(champion, trained, tta):
         print(f"promote: {name} is already {model_name}@{ALIAS} (version {champion.version})")
         return
     held = float(champion.tags.get("test_accuracy", "nan")) if champion is not None else None
@@ -90,15 +116,16 @@ def main(argv: list[str]) -> None:
             f"{name} (test accuracy {accuracy:.2%}) is {100 * (held - accuracy):.2f} percentage points worse than "
             f"{model_name}@{ALIAS} (version {champion.version}, {champion.tags.get('architecture')}, {held:.2%}); "
             "pass --force to promote it anyway")
-    version = registered_version(client, model_name, trained["model_uri"])
+    version = registered_version(client, model_name, trained, tta)
     if version is None:
         try:
-            version = tracking.mlflow.register_model(trained["model_uri"], model_name)
+            version = tracking.mlflow.register_model(inference_model(name, trained, tta), model_name)
         except tracking.mlflow.exceptions.MlflowException as error:
-            raise PipelineError(f"cannot register {trained['model_uri']} of {name} in {uri} ({error.message}); "
-                                f"the store that trained it is {trained.get('tracking_uri')}: set "
-                                f"MLFLOW_TRACKING_URI to it or retrain with `dvc repro -f train@{name}`") from None
-    tags = {"test_accuracy": accuracy, "architecture": name, "git_commit": trained.get("git_commit", "unknown"),
+            raise PipelineError(f"cannot register the model of {name} (run {trained['run_id']}) in {uri} "
+                                f"({error.message}); the store that trained it is {trained.get('tracking_uri')}: "
+                                f"set MLFLOW_TRACKING_URI to it or retrain with `dvc repro -f train@{name}`") from None
+    tags = {"test_accuracy": accuracy, "architecture": name, "tta": tta,
+            "git_commit": trained.get("git_commit", "unknown"),
             "git_dirty": trained.get("git_dirty", "unknown"), "data_md5": trained.get("data_md5", "unknown"),
             "run_id": trained["run_id"], "class_names": json.dumps(classes["class_names"])}
     for key, value in tags.items():

@@ -26,7 +26,7 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.models import infer_signature
 
 from src.config import MLFLOW_ARTIFACTS, MLFLOW_DB
@@ -248,20 +248,27 @@ def log_datasets(splits: dict[str, tuple[np.ndarray, np.ndarray, str]], source: 
         mlflow.log_input(logged, context=context)
 
 
-def log_keras_model(model: keras.Model, example_images: np.ndarray) -> str | None:
-    """Log with the TensorFlow flavor, a signature and an input example (uint8 images); return its URI.
-
-    A store that refuses the upload gives one warning line and None: the caller has saved the model
-    already, so the training, its metrics and the DVC output are kept; only the registry lacks it.
-    """
+def log_model(model: keras.Model, example_images: np.ndarray, name: str = MODEL_ARTIFACT,
+              run_id: str | None = None) -> str:
+    """Log with the TensorFlow flavor, a signature and an input example (uint8 images) into the active
+    run, or into run ``run_id`` without reopening it; return the logged model's URI."""
     import tensorflow as tf
 
     signature = infer_signature(example_images, model.predict(example_images, verbose=0))
     # Explicit requirements: MLflow's inference would reload the model in a subprocess.
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
+    return mlflow.tensorflow.log_model(model, name=name, signature=signature, input_example=example_images,
+                                       pip_requirements=requirements, run_id=run_id).model_uri
+
+
+def log_keras_model(model: keras.Model, example_images: np.ndarray) -> str | None:
+    """The trained model, logged into the training run (:func:`log_model`); its URI.
+
+    A store that refuses the upload gives one warning line and None: the caller has saved the model
+    already, so the training, its metrics and the DVC output are kept; only the registry lacks it.
+    """
     try:
-        return mlflow.tensorflow.log_model(model, name=MODEL_ARTIFACT, signature=signature,
-                                           input_example=example_images, pip_requirements=requirements).model_uri
+        return log_model(model, example_images)
     except (mlflow.exceptions.MlflowException, OSError) as error:
         print(f"warning: the model is saved in models/ but MLflow did not take it ({' '.join(str(error).split())}); "
               f"`python -m src.promote` needs it: `dvc repro --force train@{model.name}` once the store works",
@@ -300,9 +307,10 @@ def evaluation_run(name: str, trained: dict, model_path: Path, dataset: str) -> 
         yield run.info.run_id
 
 
-def log_evaluation(run_id: str, metrics: dict, details: Path, classification_report: dict) -> None:
+def log_evaluation(run_id: str, metrics: dict, tta: str, details: Path, classification_report: dict) -> None:
     client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+                     tags=[RunTag("tta", tta)])  # the test-time augmentation the test metrics were scored with
     client.log_artifacts(run_id, str(details), artifact_path="evaluation")
     client.log_dict(run_id, classification_report, "evaluation/classification_report.json")

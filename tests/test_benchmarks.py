@@ -38,5 +38,6 @@ def test_b6_distance_to_limit_smoke(tmp_path, project):
 
 def test_b2_data_stages_smoke(tmp_path, cifar10_archive):
     text = run_benchmark("b2_data_stages.py", tmp_path / "B.md", "--repeats", "1",
-                         "--archive", str(cifar10_archive), "--md5", cifar_fixtures.md5_of(cifar10_archive))
+                         "--archive", str(cifar10_archive), "--md5", cifar_fixtures.md5_of(cifar10_archive),
+                         "--val-fraction", "0.2")
     assert "| preprocess |" in text and "| **all three** |" in text

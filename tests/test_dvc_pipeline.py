@@ -101,7 +101,8 @@ def test_data_stages_on_real_cifar10(tmp_path):
     assert train.shape == (50000, 32, 32, 3) and train.dtype == np.uint8
     assert test_labels.shape == (10000, 10) and (test_labels.sum(axis=0) == 1000).all()
     counts = json.loads((tmp_path / "data/split/class_counts.json").read_text())
-    assert set(counts["train"].values()) == {4000} and set(counts["val"].values()) == {1000}
+    val_per_class = round(5000 * project.params["split"]["val_fraction"])  # stratified: each class alike
+    assert set(counts["train"].values()) == {5000 - val_per_class} and set(counts["val"].values()) == {val_per_class}
     assert float(train[:1000].mean()) == pytest.approx(120.7, abs=2)
 
 

@@ -173,3 +173,28 @@ def test_bfloat16_falls_back_to_float32_with_one_warning_without_the_cpu_flag(mo
     warning = capsys.readouterr().err.strip().splitlines()
     assert len(warning) == 1 and warning[0].startswith("warning: train.elu3.precision is bfloat16")
     assert "avx512_bf16" in warning[0] and "float32" in warning[0]
+
+
+def test_tta_averages_the_logits_of_airbench_six_views_and_saves_as_a_plain_keras_model(tmp_path):
+    training.make_deterministic(0)
+    model = models.build_model("strided2", 10, SCALE)
+    images = _generated_images(6)
+    logits = keras.Model(model.inputs, model.get_layer("probabilities").input)
+
+    def mirrored(x):
+        return (logits.predict(x, verbose=0) + logits.predict(x[:, :, ::-1], verbose=0)) / 2
+
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    expected = {"flip": mirrored(images),
+                "flip_shift": mirrored(images) / 2 + (mirrored(padded[:, :32, :32]) + mirrored(padded[:, 2:, 2:])) / 4}
+    assert models.with_tta(model, "none") is model
+    for tta, averaged in expected.items():
+        wrapped = models.with_tta(model, tta)
+        probabilities = wrapped.predict(images, verbose=0)
+        np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(keras.ops.softmax(averaged)), atol=1e-6)
+        assert wrapped.name == "strided2" and probabilities.dtype == np.float32
+        wrapped.save(tmp_path / f"{tta}.keras")
+        reloaded = keras.models.load_model(tmp_path / f"{tta}.keras")  # no custom objects needed
+        np.testing.assert_array_equal(reloaded.predict(images, verbose=0), probabilities)
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'mirror'"):
+        models.with_tta(model, "mirror")

@@ -302,22 +302,31 @@ def test_git_dirty_counts_only_what_defines_a_result(tmp_path, monkeypatch):
     assert tracking.git_tags()["git_dirty"] == "true"
 
 
-class MirrorSensitiveModel:
-    """Predicts class 1 when the left half of an image is brighter than the right, else class 0."""
+def mirror_sensitive_model():
+    """A Keras net whose class-1 logit is the left half's brightness minus the right half's, plus 0.1."""
+    import keras
 
-    name = "mirror_sensitive"
+    images = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(images))
+    dense = keras.layers.Dense(2)
+    logits = dense(x)
+    side = np.where(np.arange(32) < 16, 1.0, -1.0)
+    kernel = np.zeros((32 * 32 * 3, 2))
+    kernel[:, 1] = np.repeat(np.tile(side, 32), 3)  # pixel (row, column, channel) -> +1 left, -1 right
+    dense.set_weights([kernel, np.array([0.0, 0.1])])
+    return keras.Model(images, keras.layers.Activation("softmax", name="probabilities")(logits), name="mirror")
 
-    def predict(self, images, batch_size, verbose):
-        halves = images.astype(float).reshape(len(images), 32, 2, 16, 3)
-        left_brighter = halves[:, :, 0].mean(axis=(1, 2, 3)) > halves[:, :, 1].mean(axis=(1, 2, 3))
-        confidence = np.where(left_brighter, 0.9, 0.2)  # P(class 1)
-        return np.stack([1 - confidence, confidence], axis=1)
 
-
-def test_flip_tta_averages_each_image_with_its_mirror():
+def test_tta_scores_every_metric_and_no_tta_one_view():
     images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
-    images[0, :, :16] = 255  # left bright: plain P(1) = 0.9, mirrored 0.2 -> mean 0.55 -> class 1
-    images[1, :, 16:] = 255  # right bright: plain P(1) = 0.2, mirrored 0.9 -> mean 0.55 -> class 1
+    images[0, :, :16] = 255  # left bright: class 1 alone; with its mirror image the logits average to 0.1 -> 1
+    images[1, :, 16:] = 255  # right bright: class 0 alone; averaged with its mirror image -> 1
     labels = np.eye(2, dtype=np.uint8)[[1, 1]]
-    result = evaluation.evaluate(MirrorSensitiveModel(), images, labels, ["a", "b"], batch_size=2)
-    assert result.metrics["test_accuracy"] == 0.5 and result.metrics["test_accuracy_flip_tta"] == 1.0
+    net = mirror_sensitive_model()
+    for tta in ("flip", "flip_shift"):
+        result = evaluation.evaluate(models.with_tta(net, tta), images, labels, ["a", "b"], batch_size=2,
+                                     single_view=net)
+        assert result.metrics["test_accuracy"] == 1.0 and result.metrics["test_accuracy_no_tta"] == 0.5
+        assert list(result.predictions["predicted"]) == ["b", "b"]
+    plain = evaluation.evaluate(net, images, labels, ["a", "b"], batch_size=2)
+    assert plain.metrics["test_accuracy"] == plain.metrics["test_accuracy_no_tta"] == 0.5

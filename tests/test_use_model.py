@@ -19,7 +19,7 @@ from PIL import Image
 
 import src  # noqa: F401  (before keras: the stages' TensorFlow settings)
 from tests.conftest import assert_one_error_line, stage_env
-from tests.test_dvc_pipeline import sh, tiny_repo
+from tests.test_dvc_pipeline import edit_params, sh, tiny_repo
 
 ARCHITECTURES = ["elu3", "strided2"]
 MODEL_NAME = "cifar10-cnn"
@@ -41,8 +41,12 @@ def run(root: Path, module: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, cifar10_archive) -> Path:
-    """The pipeline up to evaluate (the report is not needed here), two architectures, one epoch each."""
+    """The pipeline up to evaluate (the report is not needed here), two architectures, one epoch each,
+    scored without test-time augmentation: generated images are noise, and averaged over 6 views both
+    tiny nets predict one class (10 % each), where promote's tests need a better and a worse one. The
+    last tests switch `evaluate.tta` on."""
     root = tiny_repo(tmp_path_factory.mktemp("use_model"), cifar10_archive, ARCHITECTURES)
+    edit_params(root, **{"evaluate.tta": "none"})
     sh(root, "dvc", "repro", *(f"evaluate@{name}" for name in ARCHITECTURES))
     return root
 
@@ -83,8 +87,8 @@ def test_promote_registers_the_best_model_under_the_champion_alias(root, promoti
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     first = client.get_model_version(MODEL_NAME, "1")
     trained = json.loads((root / f"models/{best}.run.json").read_text())
-    assert first.source == trained["model_uri"] and first.run_id == trained["run_id"]
-    assert first.tags["architecture"] == best
+    assert first.source == trained["model_uri"] and first.run_id == trained["run_id"]  # `evaluate.tta: none`
+    assert first.tags["tta"] == "none" and first.tags["architecture"] == best
     assert float(first.tags["test_accuracy"]) == pytest.approx(accuracy(root, best))
     assert first.tags["git_commit"] == trained["git_commit"] == sh(root, "git", "rev-parse", "HEAD").strip()
     assert first.tags["data_md5"] == trained["data_md5"]
@@ -154,9 +158,14 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def keras_probabilities(root: Path, name: str, pixels: np.ndarray) -> np.ndarray:
+    """The trained net's predictions behind the project's test-time augmentation, as evaluate scores them."""
     import keras
+    import yaml
 
-    return keras.models.load_model(root / f"models/{name}.keras").predict(pixels, verbose=0)
+    from src.models import with_tta
+
+    tta = yaml.safe_load((root / "params.yaml").read_text())["evaluate"]["tta"]
+    return with_tta(keras.models.load_model(root / f"models/{name}.keras"), tta).predict(pixels, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +294,55 @@ def test_served_champion_answers_with_the_predicted_probabilities(root, promotio
     classes = json.loads((root / "data/processed/classes.json").read_text())["class_names"]
     predicted = np.array([[float(row[name]) for name in classes] for row in read_csv(champion_predictions[1])])
     np.testing.assert_allclose(np.array(answer["predictions"]), predicted, atol=1e-5)
+
+
+# --- test-time augmentation: what the test metrics score is what promote registers and predict uses ----
+
+
+@pytest.fixture(scope="module")
+def promoted_with_tta(root, images, promotions, champion_predictions, request_body) -> dict:
+    """After the tests above: `evaluate.tta: flip_shift`, evaluate again, promote elu3 (twice) and predict."""
+    edit_params(root, **{"evaluate.tta": "flip_shift"})
+    sh(root, "dvc", "repro", *(f"evaluate@{name}" for name in ARCHITECTURES))
+    promoted = [run(root, "src.promote", "elu3", "--force") for _ in range(2)]
+    predicted = run(root, "src.predict", "--model", "models/elu3.keras", str(images["files"][0]))
+    return {"promoted": promoted, "predicted": predicted}
+
+
+def test_promote_registers_the_net_behind_tta_and_predict_applies_it(root, images, request_body,
+                                                                     promoted_with_tta):
+    first, again = promoted_with_tta["promoted"]
+    assert first.returncode == 0 and "(elu3, test accuracy" in first.stdout, first.stderr
+    assert again.returncode == 0 and "elu3 is already cifar10-cnn@champion" in again.stdout, again.stderr
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    trained = json.loads((root / "models/elu3.run.json").read_text())
+    # Not the training's own logged model: the net behind flip_shift, logged into the training run.
+    assert champion.tags["tta"] == "flip_shift" and champion.tags["run_id"] == trained["run_id"]
+    assert champion.source != trained["model_uri"] and champion.run_id == trained["run_id"]
+    assert client.get_logged_model(champion.source.removeprefix("models:/")).source_run_id == trained["run_id"]
+    assert float(champion.tags["test_accuracy"]) == accuracy(root, "elu3")
+    pixels = np.array(request_body["inputs"], dtype=np.uint8)
+    expected = keras_probabilities(root, "elu3", pixels)  # behind flip_shift, as evaluate scored it
+    import keras
+
+    alone = keras.models.load_model(root / "models/elu3.keras").predict(pixels, verbose=0)
+    assert np.abs(expected - alone).max() > 1e-3  # the augmentation changes the probabilities
+    local = client.get_model_version_download_uri(MODEL_NAME, champion.version)  # under mlruns/
+    served = mlflow.pyfunc.load_model(local).predict(pixels)  # as `mlflow models serve` does
+    np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5)
+    classes = json.loads((root / "data/processed/classes.json").read_text())["class_names"]
+    first = keras_probabilities(root, "elu3", pixels[:1])[0]  # one image, as predict called it (bfloat16 rounds
+    best = np.argsort(-first)[:3]                              # differently in other batch sizes)
+    assert promoted_with_tta["predicted"].stdout == (
+        f"{images['files'][0]}: " + ", ".join(f"{classes[i]} {first[i]:.4f}" for i in best) + "\n")
+
+
+def test_b8_inference_benchmark_smoke(root, tmp_path, promoted_with_tta):
+    result = subprocess.run([sys.executable, "benchmarks/b8_inference.py", "--repo", str(root), "--architectures",
+                             "strided2", "--files", "20", "--calls", "2"], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, env=stage_env({"BENCHMARKS_MD": str(tmp_path / "B.md")}))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = (tmp_path / "B.md").read_text()
+    assert "| strided2 | none |" in text and "| strided2 | flip_shift |" in text
+    assert "`python -m src.predict --model models/strided2.keras one.png`" in text

@@ -1,9 +1,10 @@
 """Stage `evaluate@<name>`: score one trained model on the untouched test set.
 
-Usage: python -m src.stages.evaluate NAME. Params: evaluate.batch_size. Writes
-reports/eval/NAME.json (DVC metrics), reports/predictions/NAME.csv (one row per test image,
-DVC's confusion plot) and reports/details/NAME/ (per-class scores, confusion counts and
-heatmap); logs all of it into the MLflow run that trained the model, without reopening it.
+Usage: python -m src.stages.evaluate NAME. Params: evaluate.batch_size, evaluate.tta (the test-time
+augmentation every metric is scored with). Writes reports/eval/NAME.json (DVC metrics),
+reports/predictions/NAME.csv (one row per test image, DVC's confusion plot) and reports/details/NAME/
+(per-class scores, confusion counts and heatmap); logs all of it into the MLflow run that trained the
+model, without reopening it.
 """
 
 from pathlib import Path
@@ -32,25 +33,30 @@ def main(argv: list[str]) -> None:
     tracking.configure_store()
     import keras
 
+    from src.models import with_tta
+
     keras.utils.disable_interactive_logging()
     fix = "run `dvc repro preprocess`"
     images = load_array(paths.PROCESSED_DIR, "test_images", fix)
     labels = load_array(paths.PROCESSED_DIR, "test_labels", fix)
     classes = load_classes(paths.PROCESSED_DIR)
     trained = read_json(paths.run_file(name), "MLflow run id", f"rerun `dvc repro train@{name}`")
-    model = load_model(paths.model_file(name))
-    result = evaluate(model, images, labels, classes["class_names"], params["evaluate"]["batch_size"])
+    net = load_model(paths.model_file(name))
+    tta = params["evaluate"]["tta"]
+    result = evaluate(with_tta(net, tta), images, labels, classes["class_names"], params["evaluate"]["batch_size"],
+                      single_view=net)
 
     # Logged from inside atomic_dir: the details folder appears only if MLflow took them too.
     with atomic_dir(paths.DETAILS_DIR / name) as details, \
             tracking.evaluation_run(name, trained, paths.model_file(name), classes["dataset"]) as run_id:
         write_details(details, name, result)
-        tracking.log_evaluation(run_id, result.metrics, details, result.per_class.round(4).to_dict(orient="index"))
+        tracking.log_evaluation(run_id, result.metrics, tta, details,
+                                result.per_class.round(4).to_dict(orient="index"))
     with atomic_path(paths.PREDICTIONS_DIR / f"{name}.csv") as tmp:
         result.predictions.to_csv(tmp, index_label="image")
     write_json(paths.EVAL_DIR / f"{name}.json", result.metrics)
     print(f"evaluate@{name}: test accuracy {result.metrics['test_accuracy']:.4f} "
-          f"({result.metrics['test_accuracy_flip_tta']:.4f} with flip TTA), "
+          f"with tta {tta} ({result.metrics['test_accuracy_no_tta']:.4f} without), "
           f"loss {result.metrics['test_loss']:.4f} on {result.metrics['test_images']} images, MLflow run {run_id}")
 
 
