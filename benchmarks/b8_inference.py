@@ -133,7 +133,7 @@ def main() -> None:
                 walls.append(time.perf_counter() - started)
             commands.append(f"- `python -m src.predict --model models/{name}.keras one.png` (TTA {tta}): "
                             f"{median(walls):.1f} s wall, median of 3")
-    command = (f"python benchmarks/b8_inference.py --files {args.files} --calls {args.calls}"
+    command = (f"python benchmarks/b8_inference.py --repo {args.repo} --files {args.files} --calls {args.calls}"
                + (f" --architectures {' '.join(args.architectures)}" if args.architectures else ""))
     append_result("B8 inference: predict and serve, without and with TTA", command, [
         f"Models of `{repo.name}` (its `dvc repro`); {args.files:,} PNGs of 32x32 test images; medians of "

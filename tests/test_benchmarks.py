@@ -41,3 +41,29 @@ def test_b2_data_stages_smoke(tmp_path, cifar10_archive):
                          "--archive", str(cifar10_archive), "--md5", cifar_fixtures.md5_of(cifar10_archive),
                          "--val-fraction", "0.2")
     assert "| preprocess |" in text and "| **all three** |" in text
+
+
+def test_jpeg_quality_is_found_from_decoded_pixels():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks import jpeg_quality
+
+    rng = np.random.default_rng(0)
+    # Smooth colour fields plus noise: energy at every frequency the check reads.
+    base = rng.integers(0, 256, (300, 4, 4, 3)).repeat(8, axis=1).repeat(8, axis=2)
+    images = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+
+    def jpeg(quality):
+        decoded = []
+        for image in images:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+            decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
+        return np.stack(decoded)
+
+    for quality in (75, 50):
+        assert jpeg_quality.quality(jpeg_quality.steps(jpeg(quality))) == quality
+    assert jpeg_quality.quality(jpeg_quality.steps(images)) is None  # never JPEG-encoded
