@@ -175,7 +175,7 @@ def test_bfloat16_falls_back_to_float32_with_one_warning_without_the_cpu_flag(mo
     assert "avx512_bf16" in warning[0] and "float32" in warning[0]
 
 
-def test_tta_averages_the_logits_of_airbench_six_views_and_saves_as_a_plain_keras_model(tmp_path):
+def test_tta_averages_the_logits_over_airbench_views_and_saves_as_a_plain_keras_model(tmp_path):
     training.make_deterministic(0)
     model = models.build_model("strided2", 10, SCALE)
     images = _generated_images(6)
