@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, help="split.val_fraction (default: params.yaml's; "
                         "a small generated archive needs a larger one)")
     args = parser.parse_args()
-    split = {"split.val_fraction": args.val_fraction} if args.val_fraction else {}
+    split = {"split.val_fraction": args.val_fraction} if args.val_fraction is not None else {}
     runs = []
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as scratch:

@@ -2,9 +2,10 @@
 
 JPEG quantizes each 8x8 block's DCT coefficients of the luminance to multiples of one step per
 frequency: the standard (IJG) table scaled by the quality. Decoded and converted back, the
-coefficients still cluster at those multiples; the step of a frequency is the q that maximizes the
-mean of cos(2 pi c / q) over its coefficients c (a multiple of the step clusters worse, a divisor is
-blurred more by the pixels' rounding), and the quality is the one whose table has those steps.
+coefficients still cluster at those multiples. The step of a frequency is found as the q that
+maximizes the mean of cos(2 pi c / q) over its coefficients c away from 0 (a multiple of the step
+clusters worse, a divisor is blurred more by the pixels' rounding), refined to the median of the
+coefficients over their multiples of q; the quality is the one whose table has those steps.
 Prints the steps and the quality of the training and test images and appends them to BENCHMARKS.md.
 
 Usage: python benchmarks/jpeg_quality.py [--processed data/processed] [--images 2000]
