@@ -46,7 +46,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         project = scratch_project(Path(scratch) / "pipeline", args.archive.resolve(), args.md5,
-                                  **{"preprocess.normalization": "standardize", "split.val_fraction": args.val_fraction,
+                                  **{"train.elu3.normalization": "standardize", "split.val_fraction": args.val_fraction,
                                      "train.elu3.epochs": args.epochs, "train.elu3.precision": "float32"})
         for stage in ("download", "preprocess", "split"):
             run_stage(project, stage)
@@ -64,7 +64,7 @@ def main() -> None:
             summary = json.loads((project / "reports/train/elu3.json").read_text())
             training = median(epoch_seconds) - summary["validation_seconds"] / summary["epochs_run"]
             run_stage(project, "evaluate", "elu3")
-            accuracy = json.loads((project / "reports/eval/elu3.json").read_text())["test_accuracy"]
+            accuracy = json.loads((project / "reports/eval/elu3.json").read_text())["test_accuracy_single_view"]
             train_images = sum(json.loads((project / "data/split/class_counts.json").read_text())["train"].values())
             pipeline.append({"epoch": median(epoch_seconds), "training": training, "peak": peak, "acc": accuracy,
                              "per_image": training / train_images})

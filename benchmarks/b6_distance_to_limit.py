@@ -10,7 +10,7 @@ thousand images, median of the later epochs of each. The same table is the side-
 the two precisions (issue 15).
 
 Usage: python benchmarks/b6_distance_to_limit.py [--rounds 2] [--images 4096] [--limit-seconds 5]
-       [--split data/split] [--processed data/processed] [--architectures elu3 ...]
+       [--split data/split] [--architectures elu3 ...]
        (run `dvc repro split` first; the default architectures are params.yaml's)
 """
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src  # noqa: F401  (switches oneDNN on, as in every stage)
 from benchmarks.common import REPO, append_result, median
 from src import models, training
-from src.data import load_array, load_normalization
+from src.data import load_array, normalization_stats
 from src.params import load_params
 
 PRECISIONS = ("float32", "bfloat16")  # train.NAME.precision values, also TensorFlow dtype names
@@ -108,7 +108,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--images", type=int, default=4096, help="training images per timed epoch")
     parser.add_argument("--split", type=Path, default=REPO / "data/split")
-    parser.add_argument("--processed", type=Path, default=REPO / "data/processed")
     parser.add_argument("--architectures", nargs="*")
     parser.add_argument("--limit-seconds", type=float, default=5.0, help="per kernel loop and precision")
     args = parser.parse_args()
@@ -120,7 +119,7 @@ def main() -> None:
     names = args.architectures or params["architectures"]
     fix = "run `dvc repro split` first"
     data = (load_array(args.split, "train_images", fix), load_array(args.split, "train_labels", fix))
-    normalization = load_normalization(args.processed)
+    stats = {name: normalization_stats(data[0], params["train"][name]["normalization"]) for name in names}
     limits = {precision: kernel_limit(precision, args.limit_seconds) for precision in PRECISIONS}
     best = {precision: max(kinds.values()) for precision, kinds in limits.items()}
     speeds = {(name, precision): [] for name in names for precision in PRECISIONS}
@@ -128,10 +127,10 @@ def main() -> None:
         for name in names:
             for precision in PRECISIONS:  # alternated: float32, bfloat16, float32, ...
                 speeds[name, precision].append(images_per_second(name, params["train"][name], precision, data,
-                                                                 normalization, args.images))
+                                                                 stats[name], args.images))
     rows = []
     for name in names:
-        flops = training_flops_per_image(name, data[1].shape[1], normalization)
+        flops = training_flops_per_image(name, data[1].shape[1], stats[name])
         per_precision = {p: median(speeds[name, p]) for p in PRECISIONS}
         cells = [f"{per_precision[p]:,.0f} img/s, {per_precision[p] * flops / 1e9:,.0f} GFLOP/s, "
                  f"**{100 * per_precision[p] * flops / 1e9 / best[p]:.0f} %**" for p in PRECISIONS]

@@ -93,7 +93,7 @@ def main() -> None:
     from PIL import Image
 
     from src import predict
-    from src.models import with_tta
+    from src.tta import with_tta
 
     keras.utils.disable_interactive_logging()
     repo = args.repo.resolve()

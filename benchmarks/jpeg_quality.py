@@ -6,7 +6,7 @@ coefficients still cluster at those multiples. The step of a frequency is found 
 maximizes the mean of cos(2 pi c / q) over its coefficients c away from 0 (a multiple of the step
 clusters worse, a divisor is blurred more by the pixels' rounding), refined to the median of the
 coefficients over their multiples of q; the quality is the one whose table has those steps.
-Prints the steps and the quality of the training and test images and appends them to BENCHMARKS.md.
+Prints the steps and the quality of the training and test images and appends them to benchmarks/results.md.
 
 Usage: python benchmarks/jpeg_quality.py [--processed data/processed] [--images 2000]
 """

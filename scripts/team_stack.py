@@ -1,28 +1,48 @@
-"""The team's shared services, run locally to try them: S3 object storage (SeaweedFS) for the DVC
-remote and MLflow's artifacts, and an MLflow tracking server on PostgreSQL.
+"""The team's shared services, with a login on each: S3 object storage (SeaweedFS) for the DVC remote
+and MLflow's artifacts, and an MLflow tracking server (basic-auth) on PostgreSQL.
 
-    python scripts/team_stack.py start  [--dir .stack] [--s3-port N] [--mlflow-port N] [--postgres-port N]
+    python scripts/team_stack.py start  [--dir .stack] [--bind ADDR] [--public-host NAME]
+                                        [--s3-port N] [--mlflow-port N] [--postgres-port N]
+    python scripts/team_stack.py add-member NAME [--reader]   # an MLflow account and an S3 key
+    python scripts/team_stack.py member NAME                  # print NAME's commands again
+    python scripts/team_stack.py remove-member NAME
+    python scripts/team_stack.py grant NAME (--experiment E | --model M) [--permission EDIT]
     python scripts/team_stack.py status [--dir .stack]
     python scripts/team_stack.py stop   [--dir .stack]
 
-`start` prints what a clone needs (MLFLOW_TRACKING_URI, the `dvc remote` commands and the credentials
-for `.dvc/config.local`); `status` prints it again. Every server listens on 127.0.0.1 only, on free
-ports unless given, and keeps all its data under --dir: `postgres/` (the PostgreSQL 15 cluster, owned
-by the `postgres` user when run as root), `seaweedfs/` (volumes, filer, S3 identities), `stack.json`
-(ports, credentials and process ids, mode 0600) and one log per server. A second `start` with the same
---dir reuses its ports, credentials and data. Needs `pip install -r requirements.txt -r
-requirements-dev.txt` (weed, psycopg, boto3) and PostgreSQL 15 (`apt-get install postgresql-15`).
+Clients reach two ports: S3 (--s3-port) and MLflow (--mlflow-port), on --bind (127.0.0.1 unless given;
+0.0.0.0 for every interface) under the name --public-host (the bind address unless given; required
+with 0.0.0.0), which is also what MLflow's --allowed-hosts accepts. PostgreSQL and SeaweedFS's
+internal servers listen on 127.0.0.1 only.
+
+Logins: MLflow runs its basic-auth app (`--app-name basic-auth`), its users and permissions in a
+second PostgreSQL database (`mlflow_auth`); `admin` is the stack's administrator. New experiments
+and models default to READ for everybody but their creator; `add-member` grants EDIT on the team's
+experiments (`cifar10`, `cifar100`), `--reader` leaves the member at READ. S3 has one identity per
+member (read, write, list on the bucket; readers read and list), one for the MLflow server's artifact
+proxy and one admin identity; there is no anonymous access. Adding a member reloads SeaweedFS's
+identities in place (SIGHUP); removing one restarts SeaweedFS (about 20 s), which otherwise keeps
+honouring the removed key.
+
+Everything lives under --dir: `postgres/` (the PostgreSQL 15 cluster, owned by the `postgres` user
+when run as root), `seaweedfs/` (volumes, filer, `s3.json` identities), `mlflow-auth.ini`,
+`stack.json` (ports, passwords, keys and process ids) and one log per server; the files holding
+secrets are mode 0600. A second `start` with the same --dir reuses its ports, credentials and data.
+Needs `pip install -r requirements.txt -r requirements-dev.txt` (weed, psycopg, boto3) and PostgreSQL
+15 (`apt-get install postgresql-15`).
 
 Importable: tests start, restart and stop the same servers through start(), start_mlflow(),
-stop_mlflow() and stop().
+stop_mlflow(), add_member() and stop().
 """
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -30,15 +50,25 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
-HOST = "127.0.0.1"
+LOOPBACK = "127.0.0.1"
+ANY = "0.0.0.0"
 PG_BIN = Path(os.environ.get("TEAM_STACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
 BUCKET = "team"
 DVC_PREFIX = "dvc"
 ARTIFACTS_PREFIX = "mlflow-artifacts"
 REMOTE = "team"
+ADMIN = "admin"
+AUTH_DATABASE = "mlflow_auth"
+# READ: every member sees every experiment, run and model (comparing them is what the shared server
+# is for), but writes only where granted: nobody logs into, renames or deletes another member's
+# experiment, and only the `champion` alias's owner (or the admin) moves it. Creators get MANAGE.
+DEFAULT_PERMISSION = "READ"
+TEAM_EXPERIMENTS = ("cifar10", "cifar100")  # the stages' experiments: one per data set (src/tracking.py)
+MEMBER_S3_ACTIONS = {"editor": ["Read", "Write", "List", "Tagging"], "reader": ["Read", "List"]}
 # SeaweedFS serves gRPC on its own ports (given explicitly below; by default HTTP port + 10000).
 MAX_PORT = 55535
 # Volumes are not preallocated: these only cap growth. With the defaults (8 volumes of 30 GB) the
@@ -46,12 +76,20 @@ MAX_PORT = 55535
 WEED_VOLUME_MAX = 64
 WEED_VOLUME_SIZE_MB = 256
 WEED_INTERNAL = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc"]
-START_SECONDS = {"postgres": 60, "seaweedfs": 60, "mlflow": 180}
+START_SECONDS = {"postgres": 60, "seaweedfs": 60, "mlflow": 180, "s3_reload": 30}
 STOP_SECONDS = 30
 
 
 class StackError(RuntimeError):
-    """A server would not start or stop; the message names it, its log and the fix."""
+    """A server would not start or stop, or an admin command cannot be done; the message names the fix."""
+
+
+@dataclasses.dataclass
+class Member:
+    password: str      # MLflow
+    access_key: str    # S3
+    secret_key: str
+    role: str = "editor"
 
 
 @dataclasses.dataclass
@@ -61,18 +99,49 @@ class Stack:
     mlflow_port: int
     postgres_port: int
     weed_ports: dict[str, int]
-    access_key: str
+    access_key: str    # the S3 admin identity (this script's own checks)
     secret_key: str
     db_password: str
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    bind: str = LOOPBACK
+    public_host: str = ""
+    admin_password: str = ""
+    server_access_key: str = ""    # the MLflow server's S3 identity (its artifact proxy)
+    server_secret_key: str = ""
+    flask_secret_key: str = ""     # signs the auth app's CSRF tokens; the same across restarts
+    members: dict[str, Member] = dataclasses.field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        """The name clients use for the servers."""
+        return self.public_host or self.bind
+
+    @property
+    def local_host(self) -> str:
+        """The address this script itself reaches the servers by."""
+        return LOOPBACK if self.bind in (ANY, LOOPBACK) else self.bind
 
     @property
     def s3_endpoint(self) -> str:
-        return f"http://{HOST}:{self.s3_port}"
+        return f"http://{self.host}:{self.s3_port}"
 
     @property
     def tracking_uri(self) -> str:
-        return f"http://{HOST}:{self.mlflow_port}"
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def local_s3_endpoint(self) -> str:
+        return f"http://{self.local_host}:{self.s3_port}"
+
+    @property
+    def local_tracking_uri(self) -> str:
+        return f"http://{self.local_host}:{self.mlflow_port}"
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        """MLflow's --allowed-hosts: the Host headers of requests for what this stack serves."""
+        names = {self.host, self.local_host} | ({"localhost"} if self.local_host == LOOPBACK else set())
+        return sorted({*names, *(f"{name}:{self.mlflow_port}" for name in names)})
 
     @property
     def dvc_url(self) -> str:
@@ -85,45 +154,90 @@ class Stack:
     @property
     def backend_store_uri(self) -> str:
         # `+psycopg`: psycopg 3 whatever SQLAlchemy's default PostgreSQL driver (psycopg2 before 2.1).
-        return f"postgresql+psycopg://mlflow:{self.db_password}@{HOST}:{self.postgres_port}/mlflow"
+        return self._database_uri("mlflow")
+
+    @property
+    def auth_database_uri(self) -> str:
+        return self._database_uri(AUTH_DATABASE)
+
+    def _database_uri(self, database: str) -> str:
+        return f"postgresql+psycopg://mlflow:{self.db_password}@{LOOPBACK}:{self.postgres_port}/{database}"
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
 
     def save(self) -> None:
         state = {k: v for k, v in dataclasses.asdict(self).items() if k != "dir"}
-        file = self.path("stack.json")
-        file.touch(mode=0o600, exist_ok=True)
-        file.chmod(0o600)
-        file.write_text(json.dumps(state, indent=2) + "\n")
+        write_secret(self.path("stack.json"), json.dumps(state, indent=2) + "\n")
 
-    def dvc_remote_commands(self) -> list[list[str]]:
-        """`dvc remote` commands for a clone: the first two go to .dvc/config (committed), the
-        credentials to .dvc/config.local (git-ignored by DVC)."""
+    def member(self, name: str) -> Member:
+        if name not in self.members:
+            known = ", ".join(sorted(self.members)) or "none yet"
+            raise StackError(f"no member {name!r} (members: {known}); add one with "
+                             f"`python scripts/team_stack.py add-member {name} --dir {self.dir}`")
+        return self.members[name]
+
+    def dvc_remote_commands(self, name: str) -> list[list[str]]:
+        """`dvc remote` commands for member ``name``'s clone: the first two go to .dvc/config (committed,
+        the same for everybody), the credentials to .dvc/config.local (git-ignored by DVC)."""
+        member = self.member(name)
         return [["dvc", "remote", "add", "-d", "-f", REMOTE, self.dvc_url],
                 ["dvc", "remote", "modify", REMOTE, "endpointurl", self.s3_endpoint],
-                ["dvc", "remote", "modify", "--local", REMOTE, "access_key_id", self.access_key],
-                ["dvc", "remote", "modify", "--local", REMOTE, "secret_access_key", self.secret_key]]
+                ["dvc", "remote", "modify", "--local", REMOTE, "access_key_id", member.access_key],
+                ["dvc", "remote", "modify", "--local", REMOTE, "secret_access_key", member.secret_key]]
 
-    def exports(self) -> str:
-        dvc = [" ".join(command) for command in self.dvc_remote_commands()]
+    def client_env(self, name: str) -> dict[str, str]:
+        """The variables member ``name``'s shells need to run stages against the tracking server."""
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_TRACKING_USERNAME": name,
+                "MLFLOW_TRACKING_PASSWORD": self.member(name).password}
+
+    def member_commands(self, name: str) -> str:
+        member = self.member(name)
+        dvc = [shlex.join(command) for command in self.dvc_remote_commands(name)]
+        role = ("EDIT on the experiments " + ", ".join(TEAM_EXPERIMENTS) if member.role == "editor"
+                else f"{DEFAULT_PERMISSION} only (a reader)")
         return "\n".join([
-            f"# Team stack in {self.dir}: S3 {self.s3_endpoint} (bucket {BUCKET}), MLflow {self.tracking_uri} "
-            f"(PostgreSQL on {HOST}:{self.postgres_port}, artifacts in {self.artifacts_destination})",
-            "# Every shell that runs stages (dvc repro, python -m src.stages...):",
-            f"export MLFLOW_TRACKING_URI={self.tracking_uri}",
+            f"# For {name} ({role}; S3 {', '.join(MEMBER_S3_ACTIONS[member.role])}). Send it privately: it holds "
+            "their password and secret key; none of it belongs in a tracked file.",
+            "# In every shell that runs stages (dvc repro, dvc exp run, dvc queue start), e.g. from ~/.bashrc:",
+            *(f"export {key}={shlex.quote(value)}" for key, value in self.client_env(name).items()),
             "# Once per clone, from its root: the remote (.dvc/config, committed once by one of you)...",
             *dvc[:2],
-            "# ...and the credentials (.dvc/config.local, never committed):",
+            "# ...and the S3 key (.dvc/config.local, which git ignores):",
             *dvc[2:],
         ])
+
+    def summary(self) -> str:
+        members = ", ".join(f"{n} ({m.role})" for n, m in sorted(self.members.items())) or "none yet"
+        return "\n".join([
+            f"# Team stack in {self.dir}",
+            f"#   MLflow {self.tracking_uri} (basic-auth; runs in PostgreSQL on {LOOPBACK}:{self.postgres_port}, "
+            f"artifacts proxied into {self.artifacts_destination})",
+            f"#   S3     {self.s3_endpoint} (bucket {BUCKET}; DVC remote {self.dvc_url})",
+            f"#   listening on {self.bind}: open TCP {self.mlflow_port} (MLflow) and {self.s3_port} (S3) to the "
+            "team, nothing else",
+            f"#   --allowed-hosts {','.join(self.allowed_hosts)}",
+            f"#   members: {members}",
+            f"#   admin login: `{ADMIN}`, password in {self.path('stack.json')} (admin_password)",
+            f"# Add one: python scripts/team_stack.py add-member NAME --dir {shlex.quote(str(self.dir))}",
+        ])
+
+
+def write_secret(file: Path, text: str) -> None:
+    """Write a file only its owner can read (created so, never briefly world-readable)."""
+    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text)
 
 
 def load(folder: Path) -> Stack | None:
     file = Path(folder) / "stack.json"
     if not file.exists():
         return None
-    return Stack(dir=Path(folder).resolve(), **json.loads(file.read_text()))
+    state = json.loads(file.read_text())
+    state["members"] = {name: Member(**member) for name, member in state.get("members", {}).items()}
+    return Stack(dir=Path(folder).resolve(), **state)
 
 
 # --- ports and processes -----------------------------------------------------------------------
@@ -131,7 +245,7 @@ def load(folder: Path) -> Stack | None:
 def port_free(port: int) -> bool:
     with socket.socket() as probe:
         try:
-            probe.bind((HOST, port))
+            probe.bind((LOOPBACK, port))
         except OSError:
             return False
     return True
@@ -143,7 +257,7 @@ def free_ports(count: int) -> list[int]:
     try:
         while len(ports) < count:
             probe = socket.socket()
-            probe.bind((HOST, 0))
+            probe.bind((LOOPBACK, 0))
             held.append(probe)
             port = probe.getsockname()[1]
             if port < MAX_PORT and port_free(port + 10000) and port + 10000 not in ports:
@@ -248,17 +362,18 @@ def _as_postgres(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def _pg_ready(stack: Stack) -> bool:
-    return subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", HOST, "-p", str(stack.postgres_port)],
+    return subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(stack.postgres_port)],
                           capture_output=True).returncode == 0
 
 
-def _psql(stack: Stack, sql: str) -> None:
+def _psql(stack: Stack, sql: str) -> str:
     env = {**os.environ, "PGPASSWORD": stack.db_password}
-    result = subprocess.run([str(PG_BIN / "psql"), "-h", HOST, "-p", str(stack.postgres_port), "-U", "postgres",
-                             "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+    result = subprocess.run([str(PG_BIN / "psql"), "-h", LOOPBACK, "-p", str(stack.postgres_port), "-U", "postgres",
+                             "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qtAc", sql],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise StackError(f"psql failed: {result.stderr.strip()}")
+    return result.stdout.strip()
 
 
 def start_postgres(stack: Stack) -> None:
@@ -291,8 +406,9 @@ def start_postgres(stack: Stack) -> None:
             password_file.unlink()
         if result.returncode != 0:
             raise StackError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
-    # TCP on 127.0.0.1 only, and no Unix socket: nothing outside --dir, no socket path length limit.
-    options = f"-c listen_addresses={HOST} -p {stack.postgres_port} -c unix_socket_directories=''"
+    # TCP on 127.0.0.1 only (its one client, the MLflow server, runs here), and no Unix socket: nothing
+    # outside --dir, no socket path length limit.
+    options = f"-c listen_addresses={LOOPBACK} -p {stack.postgres_port} -c unix_socket_directories=''"
     result = _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
                            "-t", str(START_SECONDS["postgres"]), "start"])
     if result.returncode != 0:
@@ -302,6 +418,9 @@ def start_postgres(stack: Stack) -> None:
     if fresh:
         _psql(stack, f"CREATE ROLE mlflow LOGIN PASSWORD '{stack.db_password}'")
         _psql(stack, "CREATE DATABASE mlflow OWNER mlflow")
+    # MLflow's users and permissions: a database of its own (both stores keep an `alembic_version` table).
+    if not _psql(stack, f"SELECT 1 FROM pg_database WHERE datname = '{AUTH_DATABASE}'"):
+        _psql(stack, f"CREATE DATABASE {AUTH_DATABASE} OWNER mlflow")
     with contextlib.suppress(OSError, ValueError, IndexError):
         stack.pids["postgres"] = int((data / "postmaster.pid").read_text().split()[0])
 
@@ -323,12 +442,13 @@ def stop_postgres(stack: Stack, grace: float = STOP_SECONDS) -> None:
 
 # --- SeaweedFS ----------------------------------------------------------------------------------
 
-def s3_client(stack: Stack):
+def s3_client(stack: Stack, access_key: str | None = None, secret_key: str | None = None):
+    """A boto3 S3 client of the admin identity, or of the given key."""
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=stack.s3_endpoint, aws_access_key_id=stack.access_key,
-                        aws_secret_access_key=stack.secret_key, region_name="us-east-1",
+    return boto3.client("s3", endpoint_url=stack.local_s3_endpoint, aws_access_key_id=access_key or stack.access_key,
+                        aws_secret_access_key=secret_key or stack.secret_key, region_name="us-east-1",
                         config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
 
 
@@ -345,32 +465,80 @@ def _s3_writable(stack: Stack) -> bool:
         return False
 
 
+def _s3_accepts(stack: Stack, access_key: str, secret_key: str) -> bool:
+    try:
+        s3_client(stack, access_key, secret_key).list_objects_v2(Bucket=BUCKET, MaxKeys=1)
+        return True
+    except Exception:
+        return False
+
+
 def _weed_sockets(stack: Stack) -> list[Path]:
     """The Unix sockets SeaweedFS leaves in /tmp for this stack's ports (not all are configurable)."""
     ports = {*stack.weed_ports.values(), stack.s3_port}
     return [p for p in Path("/tmp").glob("seaweedfs-*.sock") if p.stem.rsplit("-", 1)[-1] in {str(x) for x in ports}]
 
 
+def s3_identities(stack: Stack) -> dict:
+    """SeaweedFS's `-s3.config`: admin, the MLflow server, one identity per member. No identity is
+    named `anonymous`, so a request without a valid key is refused (403)."""
+    def identity(name, access_key, secret_key, actions):
+        return {"name": name, "credentials": [{"accessKey": access_key, "secretKey": secret_key}], "actions": actions}
+
+    on_bucket = [f"{action}:{BUCKET}" for action in MEMBER_S3_ACTIONS["editor"]]
+    return {"identities": [
+        identity(ADMIN, stack.access_key, stack.secret_key, ["Admin", "Read", "Write", "List", "Tagging"]),
+        identity("mlflow-server", stack.server_access_key, stack.server_secret_key, on_bucket),
+        *(identity(f"member-{name}", m.access_key, m.secret_key, [f"{a}:{BUCKET}" for a in MEMBER_S3_ACTIONS[m.role]])
+          for name, m in sorted(stack.members.items())),
+    ]}
+
+
+def write_s3_identities(stack: Stack) -> Path:
+    file = stack.path("seaweedfs", "s3.json")
+    write_secret(file, json.dumps(s3_identities(stack), indent=2) + "\n")
+    return file
+
+
+def reload_s3_identities(stack: Stack, expect: tuple[str, str] | None = None,
+                         gone: tuple[str, str] | None = None) -> None:
+    """Rewrite `s3.json` and have the running SeaweedFS reread it; wait until the key ``expect`` is
+    accepted and ``gone`` refused. SIGHUP adds identities in place, but SeaweedFS 4.48 keeps serving
+    one removed from the file: removing a key restarts SeaweedFS (about 20 s without S3)."""
+    write_s3_identities(stack)
+    pid = stack.pids.get("seaweedfs")
+    if not (pid and _alive(pid) and _is_ours(pid, "weed")):
+        return  # read at the next start
+    if gone is not None:
+        stop_seaweedfs(stack)
+        start_seaweedfs(stack)
+        stack.save()
+        pid = stack.pids["seaweedfs"]
+    else:
+        os.kill(pid, signal.SIGHUP)
+    log = stack.path("seaweedfs.log")
+    _wait(lambda: (expect is None or _s3_accepts(stack, *expect)) and (gone is None or not _s3_accepts(stack, *gone)),
+          START_SECONDS["s3_reload"], "SeaweedFS reloading its identities", log, pid)
+
+
 def start_seaweedfs(stack: Stack) -> None:
     folder = stack.path("seaweedfs")
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    identities = folder / "s3.json"
-    identities.touch(mode=0o600, exist_ok=True)
-    identities.write_text(json.dumps({"identities": [{
-        "name": "team", "credentials": [{"accessKey": stack.access_key, "secretKey": stack.secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, indent=2))
+    identities = write_s3_identities(stack)
     if stack.pids.get("seaweedfs") and _alive(stack.pids["seaweedfs"]) and _s3_writable(stack):
         return
     for stale in _weed_sockets(stack):
         stale.unlink(missing_ok=True)
     p = stack.weed_ports
-    command = [_tool("weed"), "server", f"-ip={HOST}", f"-ip.bind={HOST}", f"-dir={folder / 'data'}",
+    # Master, volume and filer on 127.0.0.1 only; the S3 gateway (which streams every object itself)
+    # on the bind address.
+    command = [_tool("weed"), "server", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}", f"-dir={folder / 'data'}",
                f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}", "-master.telemetry=false",
                "-master.electionTimeout=1s", f"-master.volumeSizeLimitMB={WEED_VOLUME_SIZE_MB}",
                f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
                f"-volume.max={WEED_VOLUME_MAX}", "-volume.preStopSeconds=1",
                "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-               "-s3", f"-s3.port={stack.s3_port}", f"-s3.port.grpc={p['s3_grpc']}",
+               "-s3", f"-s3.port={stack.s3_port}", f"-s3.port.grpc={p['s3_grpc']}", f"-s3.ip.bind={stack.bind}",
                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={identities}"]
     log = stack.path("seaweedfs.log")
     stack.pids["seaweedfs"] = _spawn(command, log)
@@ -395,25 +563,44 @@ def mlflow_healthy(uri: str, timeout: float = 2) -> bool:
         return False
 
 
+def write_auth_config(stack: Stack) -> Path:
+    """MLflow's auth config (MLFLOW_AUTH_CONFIG_PATH): users and permissions in PostgreSQL, the
+    default permission, and the admin's password (used once, to create the admin in an empty store)."""
+    file = stack.path("mlflow-auth.ini")
+    write_secret(file, "\n".join([
+        "[mlflow]",
+        f"default_permission = {DEFAULT_PERMISSION}",
+        f"database_uri = {stack.auth_database_uri}",
+        f"admin_username = {ADMIN}",
+        f"admin_password = {stack.admin_password}",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        "",
+    ]))
+    return file
+
+
 def server_env(stack: Stack) -> dict:
-    """The tracking server's environment: S3 credentials for the artifact proxy (clients need none)."""
+    """The tracking server's environment: its own S3 key for the artifact proxy (clients need none),
+    the backend store and the auth config (the passwords stay off the command line)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    return {**env, "MLFLOW_S3_ENDPOINT_URL": stack.s3_endpoint, "AWS_ACCESS_KEY_ID": stack.access_key,
-            "AWS_SECRET_ACCESS_KEY": stack.secret_key, "AWS_DEFAULT_REGION": "us-east-1",
-            "MLFLOW_BACKEND_STORE_URI": stack.backend_store_uri,
+    return {**env, "MLFLOW_S3_ENDPOINT_URL": f"http://{LOOPBACK if stack.bind == ANY else stack.bind}:{stack.s3_port}",
+            "AWS_ACCESS_KEY_ID": stack.server_access_key, "AWS_SECRET_ACCESS_KEY": stack.server_secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_BACKEND_STORE_URI": stack.backend_store_uri,
+            "MLFLOW_AUTH_CONFIG_PATH": str(write_auth_config(stack)),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": stack.flask_secret_key,
             # MLflow 3 otherwise starts a job runner and seven huey consumers (GenAI jobs; ~800 MB, slower start).
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def start_mlflow(stack: Stack) -> None:
-    if mlflow_healthy(stack.tracking_uri):
+    if mlflow_healthy(stack.local_tracking_uri):
         return
-    # The backend URI (with the database password) goes through the environment, not the command line.
-    command = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", stack.artifacts_destination,
-               "--host", HOST, "--port", str(stack.mlflow_port), "--workers", "1"]
+    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+               "--artifacts-destination", stack.artifacts_destination, "--host", stack.bind,
+               "--port", str(stack.mlflow_port), "--allowed-hosts", ",".join(stack.allowed_hosts), "--workers", "1"]
     log = stack.path("mlflow.log")
     stack.pids["mlflow"] = _spawn(command, log, env=server_env(stack))
-    _wait(lambda: mlflow_healthy(stack.tracking_uri), START_SECONDS["mlflow"], "MLflow server", log,
+    _wait(lambda: mlflow_healthy(stack.local_tracking_uri), START_SECONDS["mlflow"], "MLflow server", log,
           stack.pids["mlflow"])
     stack.save()
 
@@ -425,10 +612,110 @@ def stop_mlflow(stack: Stack, grace: float = STOP_SECONDS) -> None:
     stack.save()
 
 
+def api(stack: Stack, method: str, path: str, payload: dict | None = None, user: str = ADMIN,
+        password: str | None = None) -> dict:
+    """One MLflow REST call, as the admin unless told; an HTTP error is a StackError naming it."""
+    password = stack.admin_password if user == ADMIN and password is None else password
+    url = f"{stack.local_tracking_uri}{path}"
+    data = None
+    if method == "GET" and payload:
+        url += "?" + urllib.parse.urlencode(payload)
+    elif payload is not None:
+        data = json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace").strip()
+        raise StackError(f"MLflow refused {method} {path} as {user}: HTTP {error.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise StackError(f"MLflow server {stack.local_tracking_uri} unreachable ({error}); "
+                         f"`python scripts/team_stack.py start --dir {stack.dir}`") from None
+    return json.loads(body) if body else {}
+
+
+def experiment_ids(stack: Stack) -> dict[str, str]:
+    """The team's experiments, created by the admin where missing (so members get EDIT, not MANAGE)."""
+    found = {}
+    for name in TEAM_EXPERIMENTS:
+        try:
+            found[name] = api(stack, "GET", "/api/2.0/mlflow/experiments/get-by-name",
+                              {"experiment_name": name})["experiment"]["experiment_id"]
+        except StackError as error:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(error):
+                raise
+            found[name] = api(stack, "POST", "/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"]
+    return found
+
+
+def grant(stack: Stack, user: str, permission: str, experiment: str | None = None, model: str | None = None) -> None:
+    """Give ``user`` ``permission`` (READ, USE, EDIT, MANAGE, DENY) on an experiment or registered model."""
+    if experiment is not None:
+        try:
+            resource = api(stack, "GET", "/api/2.0/mlflow/experiments/get-by-name",
+                           {"experiment_name": experiment})["experiment"]["experiment_id"]
+        except StackError as error:
+            raise StackError(f"no experiment {experiment!r} on {stack.tracking_uri} ({error})") from None
+        kind = "experiment"
+    else:
+        resource, kind = model, "registered_model"
+    api(stack, "POST", "/api/3.0/mlflow/users/permissions/grant",
+        {"username": user, "resource_type": kind, "resource_id": resource, "permission": permission})
+
+
+# --- members ------------------------------------------------------------------------------------
+
+MEMBER_NAME = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def add_member(stack: Stack, name: str, reader: bool = False) -> Member:
+    """An MLflow account (EDIT on the team's experiments unless ``reader``) and an S3 key for ``name``."""
+    if not name or set(name) - MEMBER_NAME or name == ADMIN:
+        raise StackError(f"member name {name!r}: use lower-case letters, digits, '-', '_' or '.', not {ADMIN!r}")
+    if name in stack.members:
+        raise StackError(f"{name} is a member already; `python scripts/team_stack.py member {name} --dir "
+                         f"{stack.dir}` prints their commands, `remove-member {name}` removes them")
+    member = Member(password=secrets.token_hex(16), access_key="TEAM" + secrets.token_hex(8).upper(),
+                    secret_key=secrets.token_hex(20), role="reader" if reader else "editor")
+    api(stack, "POST", "/api/2.0/mlflow/users/create", {"username": name, "password": member.password})
+    stack.members[name] = member
+    stack.save()
+    if not reader:
+        for experiment in experiment_ids(stack):
+            grant(stack, name, "EDIT", experiment=experiment)
+    reload_s3_identities(stack, expect=(member.access_key, member.secret_key))
+    return member
+
+
+def remove_member(stack: Stack, name: str) -> None:
+    member = stack.member(name)
+    with contextlib.suppress(StackError):  # already gone from MLflow
+        api(stack, "DELETE", "/api/2.0/mlflow/users/delete", {"username": name})
+    del stack.members[name]
+    stack.save()
+    reload_s3_identities(stack, gone=(member.access_key, member.secret_key))
+
+
 # --- the whole stack ----------------------------------------------------------------------------
 
+def _check_bind(bind: str, public_host: str) -> None:
+    if bind == ANY and not public_host:
+        raise StackError(f"--bind {ANY} listens on every interface: give --public-host, the name or address "
+                         "teammates reach this machine by (it is in every URL printed, and MLflow refuses others)")
+    if bind != ANY:
+        with socket.socket() as probe:
+            try:
+                probe.bind((bind, 0))
+            except OSError as error:
+                raise StackError(f"--bind {bind}: not an address of this machine ({error.strerror}); "
+                                 "`ip -brief address` lists them, 0.0.0.0 is all") from None
+
+
 def start(folder: Path, s3_port: int | None = None, mlflow_port: int | None = None,
-          postgres_port: int | None = None) -> Stack:
+          postgres_port: int | None = None, bind: str | None = None, public_host: str | None = None) -> Stack:
     """Start (or find running) the three servers with their data under ``folder``; return the stack."""
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -437,22 +724,29 @@ def start(folder: Path, s3_port: int | None = None, mlflow_port: int | None = No
         ports = free_ports(3 + len(WEED_INTERNAL))
         stack = Stack(dir=folder, s3_port=ports[0], mlflow_port=ports[1], postgres_port=ports[2],
                       weed_ports=dict(zip(WEED_INTERNAL, ports[3:], strict=True)),
-                      access_key="team" + secrets.token_hex(8), secret_key=secrets.token_hex(20),
+                      access_key="ADMIN" + secrets.token_hex(8).upper(), secret_key=secrets.token_hex(20),
                       db_password=secrets.token_hex(16))
-    given = {"s3_port": s3_port, "mlflow_port": mlflow_port, "postgres_port": postgres_port}
-    for name, port in given.items():
-        if port is not None:
-            setattr(stack, name, port)
+    if not stack.admin_password:  # a stack from before the logins
+        stack.admin_password, stack.flask_secret_key = secrets.token_hex(16), secrets.token_hex(32)
+        stack.server_access_key, stack.server_secret_key = "MLFLOW" + secrets.token_hex(8).upper(), \
+            secrets.token_hex(20)
+    given = {"s3_port": s3_port, "mlflow_port": mlflow_port, "postgres_port": postgres_port, "bind": bind,
+             "public_host": public_host}
+    for name, value in given.items():
+        if value is not None:
+            setattr(stack, name, value)
     stack.save()
     try:
+        _check_bind(stack.bind, stack.public_host)
         for name, port in given.items():
-            if port is not None and port >= MAX_PORT:
+            if name.endswith("_port") and port is not None and port >= MAX_PORT:
                 raise StackError(f"--{name.replace('_', '-')} {port}: use a port below {MAX_PORT}")
         start_postgres(stack)
         stack.save()
         start_seaweedfs(stack)
         stack.save()
         start_mlflow(stack)
+        experiment_ids(stack)
     except BaseException:
         stop(folder, stack)
         raise
@@ -473,21 +767,63 @@ def stop(folder: Path, stack: Stack | None = None, grace: float = STOP_SECONDS) 
 
 def status(stack: Stack) -> dict[str, bool]:
     return {"postgres": _pg_ready(stack), "seaweedfs": _s3_writable(stack),
-            "mlflow": mlflow_healthy(stack.tracking_uri)}
+            "mlflow": mlflow_healthy(stack.local_tracking_uri)}
+
+
+def _running(folder: Path) -> Stack:
+    stack = load(folder)
+    if stack is None:
+        raise StackError(f"no stack in {folder.resolve()}; run `python scripts/team_stack.py start --dir {folder}`")
+    if not mlflow_healthy(stack.local_tracking_uri):
+        raise StackError(f"the stack in {stack.dir} is not running; "
+                         f"`python scripts/team_stack.py start --dir {folder}`")
+    return stack
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "add-member", "member", "remove-member",
+                                            "grant"])
+    parser.add_argument("name", nargs="?", help="the member (add-member, member, remove-member, grant)")
     parser.add_argument("--dir", type=Path, default=Path(".stack"), help="where the servers keep their data")
+    parser.add_argument("--bind", help=f"the address S3 and MLflow listen on ({LOOPBACK} unless given; {ANY}: all)")
+    parser.add_argument("--public-host", help="the name or address clients use (default: the bind address)")
     parser.add_argument("--s3-port", type=int)
     parser.add_argument("--mlflow-port", type=int)
     parser.add_argument("--postgres-port", type=int)
+    parser.add_argument("--reader", action="store_true", help="add-member: READ only in MLflow, read-only S3")
+    parser.add_argument("--experiment", help="grant: on this experiment")
+    parser.add_argument("--model", help="grant: on this registered model")
+    parser.add_argument("--permission", default="EDIT", choices=["READ", "USE", "EDIT", "MANAGE", "DENY"])
     args = parser.parse_args(argv)
+    needs_name = {"add-member", "member", "remove-member", "grant"}
+    if (args.command in needs_name) != bool(args.name):
+        parser.error(f"{args.command} {'needs' if args.command in needs_name else 'takes no'} member NAME")
+    if args.command == "grant" and (args.experiment is None) == (args.model is None):
+        parser.error("grant needs exactly one of --experiment NAME and --model NAME")
     try:
         if args.command == "start":
-            stack = start(args.dir, args.s3_port, args.mlflow_port, args.postgres_port)
-            print(stack.exports())
+            stack = start(args.dir, args.s3_port, args.mlflow_port, args.postgres_port, args.bind, args.public_host)
+            print(stack.summary())
+            return 0
+        if args.command == "add-member":
+            stack = _running(args.dir)
+            add_member(stack, args.name, args.reader)
+            print(stack.member_commands(args.name))
+            return 0
+        if args.command == "member":
+            stack = load(args.dir) or _running(args.dir)
+            print(stack.member_commands(args.name))
+            return 0
+        if args.command == "remove-member":
+            stack = _running(args.dir)
+            remove_member(stack, args.name)
+            print(f"removed {args.name}: their MLflow login and S3 key no longer work")
+            return 0
+        if args.command == "grant":
+            stack = _running(args.dir)
+            grant(stack, args.name, args.permission, args.experiment, args.model)
+            print(f"{args.name}: {args.permission} on {args.experiment or args.model}")
             return 0
         stack = load(args.dir)
         if stack is None:
@@ -501,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, running in up.items():
             print(f"{name}: {'up' if running else 'DOWN'}")
         if all(up.values()):
-            print(stack.exports())
+            print(stack.summary())
         return 0 if all(up.values()) else 1
     except StackError as error:
         print(f"error: {error}", file=sys.stderr)

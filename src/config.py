@@ -4,6 +4,7 @@ Relative on purpose: DVC runs every stage with the working directory at the root
 (or of the temporary copy a queued or `--temp` experiment runs in), so outputs land beside dvc.yaml.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 PARAMS_FILE = Path("params.yaml")
@@ -27,6 +28,13 @@ FIGURES_DIR = REPORTS_DIR / "figures"
 PER_ARCHITECTURE_DIRS = [TRAIN_METRICS_DIR, HISTORY_DIR, EVAL_DIR, PREDICTIONS_DIR, DETAILS_DIR]
 REPORT_FILE = REPORTS_DIR / "report.md"
 
+# The seed table (seeds/dvc.yaml) keeps its models and per-row results under seeds/, laid out as the
+# default pipeline's, so neither pipeline's outputs or report dependencies touch the other's.
+SEEDS_DIR = Path("seeds")
+SEEDS_TABLE_FILE = REPORTS_DIR / "seeds.md"
+SEEDS_FIGURES_DIR = SEEDS_DIR / "figures"
+NOTEBOOK_RESULTS_DIR = SEEDS_DIR / "notebooks"  # the notebooks' own code on the same archive
+
 # MLflow's embedded store, anchored at the project root (see src/tracking.py).
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlruns"
@@ -39,3 +47,45 @@ def model_file(name: str) -> Path:
 def run_file(name: str) -> Path:
     """The MLflow run that trained models/NAME.keras: written by train, read by evaluate, report, promote."""
     return MODELS_DIR / f"{name}.run.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a table's train and evaluate stages write: the default pipeline's at the root (models/,
+    reports/...), the seed table's under seeds/ (seeds/models/, seeds/reports/...)."""
+
+    root: Path
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / MODELS_DIR
+
+    @property
+    def train_metrics_dir(self) -> Path:
+        return self.root / TRAIN_METRICS_DIR
+
+    @property
+    def history_dir(self) -> Path:
+        return self.root / HISTORY_DIR
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / EVAL_DIR
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / PREDICTIONS_DIR
+
+    @property
+    def details_dir(self) -> Path:
+        return self.root / DETAILS_DIR
+
+    def model_file(self, name: str) -> Path:
+        return self.root / model_file(name)
+
+    def run_file(self, name: str) -> Path:
+        return self.root / run_file(name)
+
+
+def layout(table: str) -> Layout:
+    return Layout(SEEDS_DIR if table == "seeds" else Path("."))

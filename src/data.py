@@ -1,8 +1,8 @@
-"""The processed data set on disk: uint8 images, one-hot labels, normalization statistics.
+"""The processed data set on disk: uint8 images and one-hot labels; normalization statistics.
 
 Images stay uint8 (150 MB for CIFAR's 60,000 images instead of 600 MB of float32): the model's
-first layer applies the normalization written here, so no stage ever holds a float copy of the
-whole data set and training reads the arrays with one ``np.load``.
+first layer applies the normalization, computed by the train stage from its training images, so no
+stage ever holds a float copy of the whole data set and training reads the arrays with one ``np.load``.
 """
 
 from pathlib import Path
@@ -18,13 +18,12 @@ STATS_CHUNK = 5000
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """One-hot rows as uint8: exact, and 4x smaller than float32 on disk."""
-    encoded = np.zeros((len(labels), num_classes), dtype=np.uint8)
-    encoded[np.arange(len(labels)), labels] = 1
-    return encoded
+    return np.eye(num_classes, dtype=np.uint8)[labels]
 
 
 def normalization_stats(images: np.ndarray, mode: str) -> dict:
-    """Per-channel mean/std to subtract and divide by, from (training) ``images`` only."""
+    """Per-channel mean/std to subtract and divide by, from ``images``: the training images of the split,
+    never the validation or test images."""
     if mode == "scale":
         return {"mode": mode, "mean": [0.0] * 3, "std": [255.0] * 3}
     channel_sum = np.zeros(3)
@@ -41,7 +40,7 @@ def normalization_stats(images: np.ndarray, mode: str) -> dict:
         mean = np.full(3, channel_sum.sum() / images.size)
         std = np.full(3, np.sqrt(channel_sq_sum.sum() / images.size - mean[0] ** 2))
     else:
-        raise PipelineError(f"unknown normalization {mode!r}; set `preprocess.normalization` "
+        raise PipelineError(f"unknown normalization {mode!r}; set `train.NAME.normalization` "
                             "to scale, standardize or per_channel")
     return {"mode": mode, "mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
 
@@ -64,11 +63,6 @@ def load_array(folder: Path | str, name: str, fix: str = "run `dvc repro` to reb
 
 def load_classes(processed: Path | str) -> dict:
     return read_json(Path(processed) / "classes.json", "class list", "run `dvc repro preprocess`")
-
-
-def load_normalization(processed: Path | str) -> dict:
-    return read_json(Path(processed) / "normalization.json", "normalization statistics",
-                     "run `dvc repro preprocess`")
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,8 @@
-"""One error type for every problem a user can fix, and the wrapper that prints it as one line."""
+"""One error type for every problem a user can fix, and the wrapper that prints it as one line.
+
+A leaf: it imports nothing from src, so every module can import it (src.fileio tags the OSErrors
+its writers raise with the output and its published name; this module only reads those tags).
+"""
 
 import errno
 import sys
@@ -25,13 +29,13 @@ WRITE_FIXES = {
 def describe_write_error(error: OSError) -> str | None:
     """One line naming the output that could not be written and the fix, for a full disk or a
     read-only folder; None for any other OSError (a bug, shown with its traceback)."""
-    from src.fileio import published_path
-
     if error.errno not in WRITE_FIXES:
         return None
     output = getattr(error, "output", None)  # set by src.fileio's atomic writers
-    # The path the system named, under its published name (not the temporary one it is written as).
-    failed = published_path(error.filename) if error.filename else None
+    # The path the system named, under its published name (not the temporary one it is written as),
+    # which src.fileio's writers add; outside them, the name as the system gave it.
+    named = getattr(error, "published_filename", None) or error.filename
+    failed = Path(named) if named else None
     if output is not None and (failed is None or failed == output or Path(output) in failed.parents):
         shown, folder = Path(output), Path(output).parent
     elif failed is not None and output is None and error.errno in (errno.EACCES, errno.EPERM):

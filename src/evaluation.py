@@ -34,12 +34,22 @@ def load_model(path) -> keras.Model:
                             "`dvc repro --force` on its train stage") from None
 
 
+def validation_accuracy(model: keras.Model, single_view: keras.Model, images: np.ndarray, one_hot: np.ndarray,
+                        batch_size: int) -> dict:
+    """The validation images scored as the test images are, so that test-time augmentation (like everything
+    else) is chosen on validation: `val_accuracy_tta` against `val_accuracy_single_view`."""
+    actual = one_hot.argmax(axis=1)
+    return {f"val_accuracy_{view}": round(float(accuracy_score(actual, net.predict(images, batch_size=batch_size,
+                                                                                 verbose=0).argmax(axis=1))), 6)
+            for view, net in (("single_view", single_view), ("tta", model))}
+
+
 def evaluate(model: keras.Model, images: np.ndarray, one_hot: np.ndarray, class_names: list[str],
              batch_size: int, single_view: keras.Model | None = None) -> Evaluation:
-    """Every metric scores ``model``'s predictions: in the pipeline the trained net behind `evaluate.tta`'s
-    test-time augmentation (:func:`src.models.with_tta`), the model promote registers and predict uses.
-    `test_accuracy_no_tta` scores ``single_view``, the net alone, where given (else ``model`` again): one
-    prediction per image, as the seed notebooks score theirs."""
+    """`*_tta` metrics, per-class scores, the confusion matrix and the predictions score ``model``: in the
+    pipeline the trained net behind `evaluate.tta`'s test-time augmentation (:func:`src.tta.with_tta`), the
+    model promote registers and predict uses. `*_single_view` metrics score ``single_view``, the net alone,
+    where given (else ``model`` again): one prediction per image, as the seed notebooks score theirs."""
     probabilities = model.predict(images, batch_size=batch_size, verbose=0)
     if probabilities.shape != one_hot.shape:
         raise PipelineError(f"model {model.name} predicts {probabilities.shape[1]} classes but the test set "
@@ -47,18 +57,20 @@ def evaluate(model: keras.Model, images: np.ndarray, one_hot: np.ndarray, class_
     single = probabilities if single_view is None else single_view.predict(images, batch_size=batch_size, verbose=0)
     labels = list(range(len(class_names)))
     actual, predicted = one_hot.argmax(axis=1), probabilities.argmax(axis=1)
+    # Each key says what it scores and keeps that meaning, so `dvc metrics diff` compares like with like.
     metrics = {
-        "test_accuracy": round(float(accuracy_score(actual, predicted)), 6),
-        "test_accuracy_no_tta": round(float(accuracy_score(actual, single.argmax(axis=1))), 6),
-        "test_loss": round(float(log_loss(actual, probabilities, labels=labels)), 6),
+        "test_accuracy_single_view": round(float(accuracy_score(actual, single.argmax(axis=1))), 6),
+        "test_loss_single_view": round(float(log_loss(actual, single, labels=labels)), 6),
+        "test_accuracy_tta": round(float(accuracy_score(actual, predicted)), 6),
+        "test_loss_tta": round(float(log_loss(actual, probabilities, labels=labels)), 6),
         "test_images": len(actual),
     }
     if len(class_names) > 10:
-        metrics["test_top5_accuracy"] = round(float(top_k_accuracy_score(actual, probabilities, k=5,
-                                                                          labels=labels)), 6)
+        metrics["test_top5_accuracy_tta"] = round(float(top_k_accuracy_score(actual, probabilities, k=5,
+                                                                              labels=labels)), 6)
     report = classification_report(actual, predicted, labels=labels, target_names=class_names,
                                    output_dict=True, zero_division=0)
-    metrics["test_macro_f1"] = round(float(report["macro avg"]["f1-score"]), 6)
+    metrics["test_macro_f1_tta"] = round(float(report["macro avg"]["f1-score"]), 6)
     per_class = pd.DataFrame({name: report[name] for name in class_names}).T.rename_axis("class")
     counts = confusion_matrix(actual, predicted, labels=labels)
     confusion = pd.DataFrame(counts, index=pd.Index(class_names, name="actual"),

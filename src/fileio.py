@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from src.errors import PipelineError
+
 # `.NAME.` + tempfile's 8 random characters + `.partial` (+ a suffix, or `-old` for a replaced folder)
 TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.partial")
 
@@ -51,15 +53,23 @@ def published_path(path: Path | str) -> Path:
     return Path(*(match["target"] if (match := TEMPORARY_NAME.match(part)) else part for part in Path(path).parts))
 
 
+def tag_write_error(error: OSError, target: Path) -> None:
+    """Tag ``error`` for src.errors' one-line message: ``output``, the output being written (a full
+    disk fails ``file.write`` with no file name), and ``published_filename``, the path the system
+    named under its published name (data/.split.k2x9a0q1.partial/x.npy -> data/split/x.npy)."""
+    error.output = target
+    if error.filename:
+        error.published_filename = published_path(error.filename)
+
+
 @contextlib.contextmanager
 def _writing(target: Path) -> Iterator[None]:
-    """Tag an OSError with the output being written, for src.errors.run_stage's one-line message:
-    a full disk fails ``file.write`` with no file name. The outermost writer tags last: the
-    message names the folder being written, not a file inside its temporary copy."""
+    """Tag an OSError raised while ``target`` is written (``tag_write_error``). The outermost writer
+    tags last: the message names the folder being written, not a file inside its temporary copy."""
     try:
         yield
     except OSError as error:
-        error.output = target
+        tag_write_error(error, target)
         raise
 
 
@@ -127,8 +137,6 @@ def write_json(path: Path | str, payload: object) -> None:
 
 def read_json(path: Path | str, what: str, fix: str) -> dict:
     """Read a JSON file another stage wrote; a missing or corrupt file is a PipelineError."""
-    from src.errors import PipelineError
-
     path = Path(path)
     try:
         return json.loads(path.read_text())

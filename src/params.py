@@ -5,7 +5,6 @@ pipeline before any stage does work, with one line listing every problem found. 
 refuses unknown keys and suggests the closest valid one.
 """
 
-import ast
 import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from src import architectures
 from src.config import PARAMS_FILE
 from src.errors import PipelineError
 
@@ -28,7 +28,6 @@ DATASETS = {
         "archive": "cifar-100-python.tar.gz",
     },
 }
-MODELS_SOURCE = Path(__file__).with_name("models.py")
 
 Dataset = Literal["cifar10", "cifar100"]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
@@ -44,10 +43,6 @@ class Data(Section):
     source: Annotated[str, StringConstraints(min_length=1)] | None = None  # null: the official URL
     md5: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None  # null: the official md5
     label_mode: Literal["fine", "coarse"] = "fine"  # CIFAR-100's 100 classes or 20 superclasses
-
-
-class Preprocess(Section):
-    normalization: Literal["scale", "standardize", "per_channel"]
 
 
 class Split(Section):
@@ -85,10 +80,17 @@ class Train(Section):
     augmentation: Augmentation | None = None
     early_stopping: EarlyStopping | None = None
     weights: Literal["imagenet"] | None = None  # vgg16_* only; null trains from scratch
+    # scale: /255 (seeds 001-004); standardize: one mean and std over all pixels (seed 000); per_channel.
+    # Statistics from the training images of the split only, applied inside the model.
+    normalization: Literal["scale", "standardize", "per_channel"] = "scale"
+    # Start from this train section's trained model instead of random weights (seed 004's cifar_cnn_4 is
+    # cifar_cnn_3 trained on with augmentation): the same net, the same normalization.
+    init_from: str | None = None
     seed: int = Field(ge=0)
     jit_compile: bool = False
-    # bfloat16: Keras' mixed_bfloat16 policy, float32 where the CPU lacks bfloat16 instructions.
-    precision: Literal["float32", "bfloat16"] = "float32"
+    # Keras' mixed_bfloat16 / mixed_float16 policy. bfloat16: float32 where the CPU lacks bfloat16
+    # instructions; float16 is for GPUs and trains in float32 on a CPU.
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
 
     @model_validator(mode="after")
     def keys_that_apply(self) -> "Train":
@@ -100,24 +102,31 @@ class Train(Section):
             problems.append("`schedule: inverse_time` needs `decay`")
         if self.schedule != "inverse_time" and self.decay is not None:
             problems.append(f"`decay` applies to `schedule: inverse_time` only, not {self.schedule}; remove it")
+        if self.lookahead and self.early_stopping and self.early_stopping.restore_best_weights:
+            # Lookahead ends training on its slow weights, which no epoch validated; restoring the best
+            # epoch after it would silently throw that average away.
+            problems.append("`lookahead` and `early_stopping.restore_best_weights` exclude each other: the "
+                            "restored epoch would discard Lookahead's final average; drop one of them")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
 
 class Reference(Section):
-    """The seed notebook's own figures for an architecture: read by the report only, never by training."""
+    """The seed notebook's own figures for a row of the seed table: read by the table only, never by training."""
 
+    seed: Annotated[str, StringConstraints(pattern=r"^\d{3}$")]  # the notebook in ../shared/seeds/
     epochs: int | None = Field(None, ge=1)
     accuracy: float | None = Field(None, ge=0, le=1)
     dataset: Dataset = "cifar10"
     label_mode: Literal["fine", "coarse"] = "fine"
+    note: str | None = None  # what differs from the notebook, or why the row cannot run here
 
 
 class Evaluate(Section):
     batch_size: int = Field(ge=1)
-    # Test-time augmentation of every test metric, of the model promote registers and of predict
-    # (src/models.py `with_tta`); none: one prediction per image.
+    # Test-time augmentation of the `*_tta` test metrics, of the model promote registers and of predict
+    # (src/tta.py); none: one prediction per image.
     tta: Literal["none", "flip", "flip_shift"] = "none"
 
 
@@ -135,31 +144,72 @@ def _registered(names: list[str]) -> list[str]:
     return names
 
 
+def _train_problems(train: dict[str, Train], prefix: str) -> list[str]:
+    problems = [f"`{prefix}.{name}.weights` applies to vgg16_* only; remove it"
+                for name, config in train.items() if config.weights and not name.startswith("vgg16")]
+    for name, config in train.items():
+        parent = train.get(config.init_from) if config.init_from else None
+        if config.init_from and (parent is None or config.init_from == name):
+            problems.append(f"`{prefix}.{name}.init_from` names {config.init_from!r}, which is not another "
+                            f"section of `{prefix}`")
+        elif parent and parent.normalization != config.normalization:
+            problems.append(f"`{prefix}.{name}.normalization` must be its parent's ({parent.normalization}): "
+                            f"it continues {config.init_from}'s trained model")
+    return problems
+
+
+class Seeds(Section):
+    """The seed notebooks' own experiments, each as its notebook runs it: seeds/dvc.yaml trains them, apart
+    from the default `dvc repro`. `rows` train from scratch; `continued` maps a row to the row whose
+    trained model it starts from (its `init_from`), so DVC retrains it when its parent changes."""
+
+    rows: Annotated[list[str], Field(min_length=1), AfterValidator(_registered)]
+    continued: dict[str, str] = {}
+    train: dict[str, Train]
+    reference: dict[str, Reference] = {}
+
+    @model_validator(mode="after")
+    def rows_have_sections(self) -> "Seeds":
+        problems = [f"`seeds.train.{name}` section is missing; every row needs one"
+                    for name in [*self.rows, *self.continued] if name not in self.train]
+        problems += [f"`seeds.continued` names {child!r}, also in `seeds.rows`: a row trains once"
+                     for child in self.continued if child in self.rows]
+        problems += [f"`seeds.continued.{child}` is {parent!r} but `seeds.train.{child}.init_from` is "
+                     f"{self.train[child].init_from!r}; make them the same"
+                     for child, parent in self.continued.items()
+                     if child in self.train and self.train[child].init_from != parent]
+        problems += [f"`seeds.train.{name}.init_from` is set but {name!r} is not in `seeds.continued`; add "
+                     f"`{name}: {self.train[name].init_from}` there so DVC knows what it continues"
+                     for name in self.rows if name in self.train and self.train[name].init_from]
+        problems += _train_problems(self.train, "seeds.train")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Params(Section):
     data: Data
-    preprocess: Preprocess
     split: Split
     architectures: Annotated[list[str], Field(min_length=1), AfterValidator(_registered)]
     train: dict[str, Train]
-    reference: dict[str, Reference] = {}
     evaluate: Evaluate
+    seeds: Seeds | None = None
 
     @model_validator(mode="after")
     def sections_exist(self) -> "Params":
         problems = [f"`train.{name}` section is missing; every name in `architectures` needs one"
                     for name in dict.fromkeys(self.architectures) if name not in self.train]
-        problems += [f"`train.{name}.weights` applies to vgg16_* only; remove it"
-                     for name, config in self.train.items() if config.weights and not name.startswith("vgg16")]
+        problems += [f"`train.{name}.init_from`: the default pipeline trains every net from scratch; a "
+                     "continuation is a row of the seed table (`seeds.continued`)"
+                     for name, config in self.train.items() if config.init_from]
+        problems += _train_problems(self.train, "train")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
 
 def architecture_names() -> list[str]:
-    """The names `@register`ed in src/models.py, read without importing Keras (seconds) into every stage."""
-    tree = ast.parse(MODELS_SOURCE.read_text())
-    return sorted(node.name for node in tree.body if isinstance(node, ast.FunctionDef)
-                  and any(isinstance(d, ast.Name) and d.id == "register" for d in node.decorator_list))
+    return architectures.names()
 
 
 def _allowed_keys(location: tuple) -> list[str]:
@@ -225,3 +275,12 @@ def dataset_source(data: dict) -> tuple[str, str]:
     """The source and md5 to download: ``null`` in params means the official ones."""
     official = DATASETS[data["dataset"]]
     return data.get("source") or official["url"], data.get("md5") or official["md5"]
+
+
+def train_sections(params: dict, table: str) -> dict[str, dict]:
+    """The train sections a table's stages read: `train` (the default pipeline) or `seeds.train`."""
+    if table == "seeds":
+        if "seeds" not in params:
+            raise PipelineError(f"{PARAMS_FILE} has no `seeds` section; restore it from git to run the seed table")
+        return params["seeds"]["train"]
+    return params["train"]

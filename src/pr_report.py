@@ -1,30 +1,31 @@
 """`python -m src.pr_report --base main [--output pr-comment.md]`: what a pull request changes, as one comment.
 
-Compares the workspace with a base revision: params (`dvc params diff`), test and validation accuracy per
-architecture (`dvc metrics diff`), new and removed architectures, and the figures under reports/figures/
-whose content differs (git). Figures are embedded as `![](path)` relative to the comment's folder, the
-form `cml comment create` uploads.
+Compares the workspace with a base revision, both read with DVC's Python API: params
+(`dvc.api.params_show`), test and validation accuracy per architecture (the metrics files, through
+`dvc.api.DVCFileSystem`), new and removed architectures, and the figures under reports/figures/ whose
+content differs (git). Figures are embedded as `![](path)` relative to the comment's folder, the form
+`cml comment create` uploads.
 """
 
 import argparse
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import dvc.api
 import pandas as pd
 import yaml
+from dvc.exceptions import DvcException
 
 from src.config import EVAL_DIR, FIGURES_DIR, PARAMS_FILE, TRAIN_METRICS_DIR
 from src.errors import PipelineError, run_stage
 from src.fileio import atomic_path
-from src.reporting import markdown_table, percent
+from src.reporting import percent
 
-METRICS = {"test": (EVAL_DIR, "test_accuracy"), "val": (TRAIN_METRICS_DIR, "val_accuracy")}
+METRICS = {"test": (EVAL_DIR, "test_accuracy_tta"), "val": (TRAIN_METRICS_DIR, "val_accuracy")}
 ABSENT = "–"
 OPEN_ROWS, OPEN_FIGURES = 20, 4  # longer lists fold into a <details> block
 
@@ -58,20 +59,15 @@ def check_base(root: Path, base: str) -> str:
                             "actions/checkout with fetch-depth: 0) or name an existing branch, tag or commit") from None
 
 
-def dvc_command() -> list[str]:
-    if shutil.which("dvc"):
-        return ["dvc"]
-    if importlib.util.find_spec("dvc"):  # installed in this interpreter, its script not on PATH
-        return [sys.executable, "-m", "dvc"]
-    raise PipelineError("dvc is not installed: pip install -r requirements.txt")
-
-
-def dvc_json(root: Path, *args: str) -> dict:
-    output = run(root, *dvc_command(), *args, "--json")
+def params_at(root: Path, rev: str | None) -> dict:
+    """Every param DVC tracks at ``rev`` (None: the workspace) under its dotted key, as `dvc params diff`
+    names them (`train.elu3.epochs`; a key that two params files share is prefixed `FILE:`)."""
     try:
-        return json.loads(output or "{}")
-    except json.JSONDecodeError:
-        raise PipelineError(f"`dvc {' '.join(args)} --json` printed no JSON: {output[:200]!r}") from None
+        params = dvc.api.params_show(repo=str(root), rev=rev)
+    except DvcException as error:
+        # params_show reads the workspace too, even for another rev: the message names the file
+        raise PipelineError(f"DVC cannot read the params to compare: {error}") from None
+    return pd.json_normalize(params, sep=".").to_dict("records")[0] if params else {}
 
 
 def cell(value) -> str:
@@ -81,22 +77,36 @@ def cell(value) -> str:
 
 def param_changes(root: Path, base: str) -> pd.DataFrame:
     """One row per changed param (dotted key): base and new value."""
-    rows = {}
-    for file, changes in dvc_json(root, "params", "diff", base).items():
-        for key, change in changes.items():
-            name = key if file == str(PARAMS_FILE) else f"{file}:{key}"
-            rows[f"`{name}`"] = {"base": cell(change.get("old")), "new": cell(change.get("new"))}
+    old, new = params_at(root, base), params_at(root, None)
+    rows = {f"`{key}`": {"base": cell(old.get(key)), "new": cell(new.get(key))}
+            for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
     return pd.DataFrame.from_dict(rows, orient="index", columns=["base", "new"]).sort_index().rename_axis("param")
 
 
-def accuracies(root: Path, base: str) -> dict[str, dict[str, tuple]]:
-    """{architecture: {"test"|"val": (base value, new value)}} from `dvc metrics diff --all` (None = absent)."""
-    found: dict[str, dict[str, tuple]] = {}
-    for path, metrics in dvc_json(root, "metrics", "diff", base, "--all").items():
+def accuracies_at(root: Path, rev: str | None) -> dict[tuple[str, str], float]:
+    """{(architecture, "test"|"val"): accuracy} from the metrics files at ``rev`` (None: the workspace).
+
+    Read file by file: `dvc.api.metrics_show` merges every file's keys into one dict and names a key's
+    file only where two files share it, so with one architecture `test_accuracy` would not say whose."""
+    try:
+        fs = dvc.api.DVCFileSystem(str(root), rev=rev)
+        found = {}
         for kind, (folder, key) in METRICS.items():
-            if Path(path).parent == folder and Path(path).suffix == ".json" and key in metrics:
-                change = metrics[key]
-                found.setdefault(Path(path).stem, {})[kind] = (change.get("old"), change.get("new"))
+            for path in fs.glob(f"{folder.as_posix()}/*.json"):
+                metrics = json.loads(fs.read_text(path))
+                if key in metrics:
+                    found[Path(path).stem, kind] = metrics[key]
+        return found
+    except (DvcException, json.JSONDecodeError) as error:
+        raise PipelineError(f"DVC cannot read the metrics at {rev or 'the workspace'}: {error}") from None
+
+
+def accuracies(root: Path, base: str) -> dict[str, dict[str, tuple]]:
+    """{architecture: {"test"|"val": (base value, new value)}} (None = absent on that side)."""
+    old, new = accuracies_at(root, base), accuracies_at(root, None)
+    found: dict[str, dict[str, tuple]] = {}
+    for name, kind in sorted(old.keys() | new.keys()):
+        found.setdefault(name, {})[kind] = (old.get((name, kind)), new.get((name, kind)))
     return found
 
 
@@ -117,6 +127,11 @@ def new_and_removed(found: dict, old_list: list[str], new_list: list[str]) -> tu
     new = only(1) | (set(new_list) - set(old_list))
     removed = only(0) | (set(old_list) - set(new_list))
     return sorted(new - removed), sorted(removed - new)
+
+
+def markdown_table(frame: pd.DataFrame, align: str = "left") -> str:
+    """``frame`` as a GitHub Markdown table, its index the first column; cells are written as they are."""
+    return frame.to_markdown(disable_numparse=True, colalign=("left", *[align] * len(frame.columns)))
 
 
 def delta(pair: tuple) -> str:
@@ -161,7 +176,8 @@ def render(base: str, commit: str, params: pd.DataFrame, found: dict, new: list[
     lines += folded(f"{len(params)} params", [markdown_table(params), ""], len(params) > OPEN_ROWS) \
         if len(params) else ["No param changed.", ""]
     lines += ["### Accuracy per architecture", "",
-              markdown_table(metrics_table(found, new, removed)) if found else "No metrics on either side.", "",
+              markdown_table(metrics_table(found, new, removed), align="right") if found
+              else "No metrics on either side.", "",
               f"New architectures: {names(new)}. Removed architectures: {names(removed)}.", "",
               f"### Changed figures ({len(figures)})", ""]
     embeds = [line for p in figures for line in (f"![{Path(p).name}]({link(p)})", "")]
@@ -170,7 +186,7 @@ def render(base: str, commit: str, params: pd.DataFrame, found: dict, new: list[
     if deleted:
         lines += [f"Deleted figures: {names(deleted)}.", ""]
     lines += ["*pp*: percentage points. Generated by `python -m src.pr_report`; params from "
-              "`dvc params diff`, accuracies from `dvc metrics diff --all`."]
+              "`dvc.api.params_show`, accuracies from the metrics files of both revisions."]
     return "\n".join(lines) + "\n"
 
 

@@ -127,8 +127,8 @@ def load_predictor(model: str) -> tuple[Callable[[np.ndarray], np.ndarray], list
         except (OSError, ValueError) as error:
             raise PipelineError(f"model file {model} cannot be loaded ({error})") from None
         names = project_class_names(model)
-        from src.models import with_tta
         from src.params import load_params
+        from src.tta import with_tta
 
         # A trained net alone: behind the test-time augmentation its test metrics were scored with.
         return with_tta(net, load_params()["evaluate"]["tta"]).predict_on_batch, names

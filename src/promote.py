@@ -1,11 +1,12 @@
 """Promote a trained model: register it in the MLflow Model Registry as `<dataset>-cnn` under the alias `champion`.
 
 Usage: python -m src.promote [ARCHITECTURE] [--force]. Without ARCHITECTURE, the one of `architectures`
-with the best test accuracy in reports/eval/. Registers the model those test metrics scored: the trained
-net (models/NAME.keras, also logged by its training run, models/NAME.run.json) behind `evaluate.tta`'s
-test-time augmentation, logged into the training run. data/processed/classes.json gives the registered
-name. The new version is tagged with its test accuracy, architecture, test-time augmentation, git commit
-and training-data hash; a model worse than the current champion needs --force.
+with the best validation accuracy in reports/train/: the test set scores the chosen model, it never
+chooses. Registers the model the test metrics scored: the trained net (models/NAME.keras, also logged by
+its training run, models/NAME.run.json) behind `evaluate.tta`'s test-time augmentation, logged into the
+training run. data/processed/classes.json gives the registered name. The new version is tagged with its
+validation and test accuracy, architecture, test-time augmentation, git commit and training-data hash; a
+model with a lower validation accuracy than the current champion needs --force.
 Serve the champion with `mlflow models serve -m models:/cifar10-cnn@champion --env-manager local`.
 """
 
@@ -27,13 +28,20 @@ def registered_name(classes: dict) -> str:
     return f"{classes['dataset']}{'-coarse' if coarse else ''}-cnn"
 
 
-def eval_accuracy(name: str) -> float:
+def val_accuracy(name: str) -> float:
+    metrics = read_json(paths.TRAIN_METRICS_DIR / f"{name}.json", f"training metrics of {name}",
+                        f"run `dvc repro train@{name}`")
+    return float(metrics["val_accuracy"])
+
+
+def test_accuracy(name: str) -> float:
     metrics = read_json(paths.EVAL_DIR / f"{name}.json", f"test metrics of {name}", f"run `dvc repro evaluate@{name}`")
-    return float(metrics["test_accuracy"])
+    return float(metrics["test_accuracy_tta"])
 
 
 def best_architecture(names: list[str]) -> str:
-    scored = {name: eval_accuracy(name) for name in names if (paths.EVAL_DIR / f"{name}.json").exists()}
+    """The best validation accuracy among the evaluated `architectures`."""
+    scored = {name: val_accuracy(name) for name in names if (paths.EVAL_DIR / f"{name}.json").exists()}
     if not scored:
         raise PipelineError(f"no test metrics in {paths.EVAL_DIR}/ for any of `architectures` "
                             f"({', '.join(names)}); run `dvc repro` first")
@@ -73,7 +81,7 @@ def inference_model(name: str, trained: dict, tta: str) -> str:
     from src import tracking
     from src.data import load_array
     from src.evaluation import load_model
-    from src.models import with_tta
+    from src.tta import with_tta
 
     keras.utils.disable_interactive_logging()
     model = with_tta(load_model(paths.model_file(name)), tta)
@@ -83,8 +91,9 @@ def inference_model(name: str, trained: dict, tta: str) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m src.promote", description=__doc__.split("\n\n")[0])
-    parser.add_argument("architecture", nargs="?", help="default: the best test accuracy of `architectures`")
-    parser.add_argument("--force", action="store_true", help="promote even if worse than the current champion")
+    parser.add_argument("architecture", nargs="?", help="default: the best validation accuracy of `architectures`")
+    parser.add_argument("--force", action="store_true",
+                        help="promote even if its validation accuracy is below the current champion's")
     return parser.parse_args(argv)
 
 
@@ -94,7 +103,7 @@ def main(argv: list[str]) -> None:
     name = args.architecture or best_architecture(params["architectures"])
     if name not in params["architectures"] and name not in params["train"]:
         raise PipelineError(f"unknown architecture {name!r}; choose one of {', '.join(params['architectures'])}")
-    accuracy = eval_accuracy(name)
+    accuracy, score = val_accuracy(name), test_accuracy(name)
     trained = read_json(paths.run_file(name), f"the MLflow run of {name}", f"run `dvc repro train@{name}`")
     if not trained.get("model_uri"):  # missing, or null where MLflow refused the upload
         raise PipelineError(f"{paths.run_file(name)} names no logged model; retrain with `dvc repro -f train@{name}`")
@@ -110,10 +119,10 @@ def main(argv: list[str]) -> None:
     if champion is not None and registers(champion, trained, tta):
         print(f"promote: {name} is already {model_name}@{ALIAS} (version {champion.version})")
         return
-    held = float(champion.tags.get("test_accuracy", "nan")) if champion is not None else None
+    held = float(champion.tags.get("val_accuracy", "nan")) if champion is not None else None
     if held is not None and accuracy < held and not args.force:
         raise PipelineError(
-            f"{name} (test accuracy {accuracy:.2%}) is {100 * (held - accuracy):.2f} percentage points worse than "
+            f"{name} (validation accuracy {accuracy:.2%}) is {100 * (held - accuracy):.2f} percentage points below "
             f"{model_name}@{ALIAS} (version {champion.version}, {champion.tags.get('architecture')}, {held:.2%}); "
             "pass --force to promote it anyway")
     version = registered_version(client, model_name, trained, tta)
@@ -124,7 +133,7 @@ def main(argv: list[str]) -> None:
             raise PipelineError(f"cannot register the model of {name} (run {trained['run_id']}) in {uri} "
                                 f"({error.message}); the store that trained it is {trained.get('tracking_uri')}: "
                                 f"set MLFLOW_TRACKING_URI to it or retrain with `dvc repro -f train@{name}`") from None
-    tags = {"test_accuracy": accuracy, "architecture": name, "tta": tta,
+    tags = {"val_accuracy": accuracy, "test_accuracy_tta": score, "architecture": name, "tta": tta,
             "git_commit": trained.get("git_commit", "unknown"),
             "git_dirty": trained.get("git_dirty", "unknown"), "data_md5": trained.get("data_md5", "unknown"),
             "run_id": trained["run_id"], "class_names": json.dumps(classes["class_names"])}
@@ -132,7 +141,8 @@ def main(argv: list[str]) -> None:
         client.set_model_version_tag(model_name, version.version, key, str(value))
     client.set_registered_model_alias(model_name, ALIAS, version.version)
     was = f"; was version {champion.version} ({champion.tags.get('architecture')}, {held:.2%})" if champion else ""
-    print(f"promote: {model_name} version {version.version} ({name}, test accuracy {accuracy:.2%}) "
+    print(f"promote: {model_name} version {version.version} ({name}, validation accuracy {accuracy:.2%}, "
+          f"test accuracy {score:.2%} with tta {tta}) "
           f"is now @{ALIAS}{was}")
 
 

@@ -74,8 +74,8 @@ def learning_curves_figure(histories: dict[str, pd.DataFrame]) -> plt.Figure:
 def tradeoff_figure(table: pd.DataFrame) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
     minutes = table["train_seconds"] / 60
-    axes.scatter(minutes, table["test_accuracy"] * 100, s=np.sqrt(table["parameters"]) / 3, alpha=0.6)
-    for name, x, y in zip(table.index, minutes, table["test_accuracy"] * 100, strict=True):
+    axes.scatter(minutes, table["test_accuracy_tta"] * 100, s=np.sqrt(table["parameters"]) / 3, alpha=0.6)
+    for name, x, y in zip(table.index, minutes, table["test_accuracy_tta"] * 100, strict=True):
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     axes.set(title="training time vs test accuracy (marker area ~ parameters)",
              xlabel="training time (minutes, this machine)", ylabel="test accuracy (%)")
@@ -127,7 +127,7 @@ class Comparison:
     params: dict
     classes: dict  # data/processed/classes.json: dataset, label_mode, class_names
     results: list[dict]
-    ranking: list[dict]  # the same results by test accuracy, best first (ties: `architectures` order)
+    ranking: list[dict]  # the same results by validation accuracy, best first (ties: `architectures` order)
     sample_images: np.ndarray  # the first SAMPLE_IMAGES test images
 
     @property
@@ -144,26 +144,28 @@ def read_csv(path: Path, what: str, fix: str) -> pd.DataFrame:
         raise PipelineError(f"{what} is corrupt: {path} ({error}); {fix}") from None
 
 
-def collect_architecture(name: str, reference: dict) -> dict:
-    """Everything the report shows about one architecture, each value checked to exist."""
-    fix_train, fix_eval = f"run `dvc repro train@{name}`", f"run `dvc repro evaluate@{name}`"
-    train = read_json(paths.TRAIN_METRICS_DIR / f"{name}.json", f"training metrics of {name}", fix_train)
-    test = read_json(paths.EVAL_DIR / f"{name}.json", f"test metrics of {name}", fix_eval)
-    run = read_json(paths.run_file(name), f"MLflow run id of {name}", fix_train)
+def collect_architecture(name: str, table: str = "default") -> dict:
+    """Everything the report shows about one architecture of ``table``, each value checked to exist."""
+    layout, pipeline = paths.layout(table), ("seeds/dvc.yaml:" if table == "seeds" else "")
+    fix_train, fix_eval = f"run `dvc repro {pipeline}train@{name}`", f"run `dvc repro {pipeline}evaluate@{name}`"
+    train = read_json(layout.train_metrics_dir / f"{name}.json", f"training metrics of {name}", fix_train)
+    test = read_json(layout.eval_dir / f"{name}.json", f"test metrics of {name}", fix_eval)
+    run = read_json(layout.run_file(name), f"MLflow run id of {name}", fix_train)
     for what, source, keys in (("training metrics", train, ("val_accuracy", "train_seconds", "epochs_run")),
-                               ("test metrics", test, ("test_accuracy", "test_loss"))):
+                               ("test metrics", test, ("test_accuracy_single_view", "test_accuracy_tta",
+                                                       "test_loss_tta"))):
         missing = [key for key in keys if not isinstance(source.get(key), int | float)]
         if missing:
             raise PipelineError(f"{what} of {name} lack {', '.join(missing)}; "
                                 f"{fix_train if what.startswith('training') else fix_eval}")
-    details = paths.DETAILS_DIR / name
+    details = layout.details_dir / name
     return {
-        "name": name, "reference": reference, "train": train, "test": test, "run": run,
-        "history": read_csv(paths.HISTORY_DIR / f"{name}.csv", f"training history of {name}", fix_train),
+        "name": name, "train": train, "test": test, "run": run,
+        "history": read_csv(layout.history_dir / f"{name}.csv", f"training history of {name}", fix_train),
         "per_class": read_csv(details / "per_class.csv", f"per-class scores of {name}", fix_eval),
         "confusion": read_csv(details / "confusion_matrix.csv", f"confusion matrix of {name}", fix_eval)
         .set_index("actual"),
-        "predictions": read_csv(paths.PREDICTIONS_DIR / f"{name}.csv", f"predictions of {name}", fix_eval),
+        "predictions": read_csv(layout.predictions_dir / f"{name}.csv", f"predictions of {name}", fix_eval),
     }
 
 
@@ -183,50 +185,36 @@ def collect(params: dict) -> Comparison:
     """Read every architecture's results; each confusion matrix must count the whole test set."""
     classes = load_classes(paths.PROCESSED_DIR)
     test_images = load_array(paths.PROCESSED_DIR, "test_images", "run `dvc repro preprocess`")
-    results = [collect_architecture(name, params["reference"].get(name, {})) for name in params["architectures"]]
+    results = [collect_architecture(name) for name in params["architectures"]]
     for r in results:
         total = int(r["confusion"].to_numpy().sum())
         if total != len(test_images):
             raise PipelineError(f"confusion matrix of {r['name']} counts {total} images, the test set has "
                                 f"{len(test_images)}; run `dvc repro evaluate@{r['name']}`")
-    ranking = sorted(results, key=lambda r: -r["test"]["test_accuracy"])  # stable: ties keep params order
+    # The validation set chooses; the test set only scores the choice. Stable: ties keep params order.
+    ranking = sorted(results, key=lambda r: -r["train"]["val_accuracy"])
     return Comparison(params, classes, results, ranking, test_images[:SAMPLE_IMAGES])
 
 
 # --- tables and figures -------------------------------------------------------------------------
 
-def reference_accuracy(reference: dict, dataset: str, label_mode: str) -> str:
-    """The seed document's figure, labelled with its data set (and CIFAR-100 label mode) where
-    that is not what we ran on: 100 fine classes and 20 superclasses are different problems."""
-    figure = percent(reference.get("accuracy"))
-    ran_on = (dataset, label_mode if dataset == "cifar100" else "fine")
-    theirs = (reference.get("dataset", "cifar10"), reference.get("label_mode", "fine"))
-    if reference.get("accuracy") is not None and theirs != ran_on:
-        if theirs[0] == ran_on[0]:  # CIFAR-100 both, other labels
-            figure += f" ({theirs[0]}, {theirs[1]} labels: not comparable)"
-        else:
-            figure += f" ({theirs[0]}{', coarse labels' if theirs[1] == 'coarse' else ''}: not comparable)"
-    return figure
-
-
 def comparison_table(comparison: Comparison) -> pd.DataFrame:
-    dataset, label_mode = comparison.classes["dataset"], comparison.classes["label_mode"]
+    dataset, train_sections = comparison.classes["dataset"], comparison.params["train"]
     rows = {}
     for r in comparison.ranking:
-        train, test, reference = r["train"], r["test"], r["reference"]
+        train, test = r["train"], r["test"]
         rows[r["name"]] = {
             "data set": dataset, "parameters": f"{train.get('parameters', 0):,}",
+            "normalization": train_sections[r["name"]]["normalization"],
             "epochs run / best": f"{train['epochs_run']} / {train.get('best_epoch', '–')}",
-            "reference epochs": reference.get("epochs") or "–",
             "s / epoch": f"{train.get('seconds_per_epoch', 0):.1f}",
             "training time": f"{train['train_seconds'] / 60:.1f} min",
             "training images / s": f"{train.get('images_per_second', 0):,.0f}",
             "val accuracy": percent(train["val_accuracy"]),
             "best val accuracy": percent(train.get("best_val_accuracy")),
-            "test accuracy": percent(test["test_accuracy"]),
-            "without TTA": percent(test.get("test_accuracy_no_tta")),
-            "test loss": f"{test['test_loss']:.4f}",
-            "reference accuracy": reference_accuracy(reference, dataset, label_mode),
+            "test accuracy": percent(test["test_accuracy_tta"]),
+            "one view": percent(test["test_accuracy_single_view"]),
+            "test loss": f"{test['test_loss_tta']:.4f}",
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("architecture")
 
@@ -248,10 +236,6 @@ def differing_params(params: dict) -> list[str]:
     if data.get("source") and data["source"] != official["url"]:
         lines.append(f"`data.source`: `{data['source']}` (md5 `{data.get('md5')}`) instead of the official "
                      f"archive")
-    for name in params["architectures"]:
-        epochs, reference_epochs = params["train"][name]["epochs"], params["reference"].get(name, {}).get("epochs")
-        if reference_epochs and epochs != reference_epochs:
-            lines.append(f"`train.{name}.epochs`: {epochs} (the seed trains {reference_epochs})")
     return lines
 
 
@@ -270,7 +254,7 @@ def write_figures(folder: Path, comparison: Comparison) -> dict[str, str]:
         best["confusion"], f"{best['name']} (best): confusion normalized per actual class", normalized=True))
     save("learning_curves", learning_curves_figure({r["name"]: r["history"] for r in results}))
     table = pd.DataFrame({"train_seconds": [r["train"]["train_seconds"] for r in results],
-                          "test_accuracy": [r["test"]["test_accuracy"] for r in results],
+                          "test_accuracy_tta": [r["test"]["test_accuracy_tta"] for r in results],
                           "parameters": [r["train"].get("parameters", 1) for r in results]},
                          index=[r["name"] for r in results])
     save("time_vs_accuracy", tradeoff_figure(table))
@@ -297,20 +281,19 @@ def render(comparison: Comparison, figures: dict[str, str]) -> str:
     return "\n".join([
         f"# CIFAR CNN comparison: {dataset}",
         "",
-        f"Generated by the `report` stage from the pipeline's own files; best test accuracy: "
-        f"**{best['name']} {percent(best['test']['test_accuracy'])}** on "
-        f"{best['test']['test_images']:,} test images, {TTA_WORDS[params['evaluate']['tta']]}. Times are "
-        "wall-clock on the machine that ran `dvc repro`.",
+        f"Generated by the `report` stage from the pipeline's own files. Chosen on validation: "
+        f"**{best['name']}** ({percent(best['train']['val_accuracy'])} on the validation images); its test "
+        f"accuracy: **{percent(best['test']['test_accuracy_tta'])}** on {best['test']['test_images']:,} test "
+        f"images, {TTA_WORDS[params['evaluate']['tta']]}. Times are wall-clock on the machine that ran "
+        "`dvc repro`. These are the default, shortened runs; the seed notebooks' own experiments, each "
+        "trained as its notebook trains it, are compared with the notebooks' figures in [seeds.md](seeds.md).",
         "",
-        "## Comparison (sorted by test accuracy)",
+        "## Comparison (sorted by validation accuracy)",
         "",
         markdown_table(comparison_table(comparison)),
         "",
         "*test accuracy*, *test loss* and every figure below score the predictions the promoted model makes "
-        f"(`evaluate.tta: {params['evaluate']['tta']}`); *without TTA* scores one prediction per image. "
-        "*reference accuracy*: the test accuracy the seed notebook prints for the same architecture, after "
-        "*reference epochs* epochs on the official data, one prediction per image (`reference` in params.yaml; "
-        "another data set is named and marked not comparable). "
+        f"(`evaluate.tta: {params['evaluate']['tta']}`); *one view* scores one prediction per image. "
         "*s / epoch* is the median epoch, validation included; *training images / s* leaves validation out. "
         "*val accuracy* is the saved model's, the one scored on the test set (the last epoch's, or the best "
         "epoch's where early stopping restores it); *best val accuracy* is the best epoch's.",
@@ -341,9 +324,9 @@ def render(comparison: Comparison, figures: dict[str, str]) -> str:
         "",
         "## Traceability",
         "",
-        f"- data set `{dataset}`, normalization `{params['preprocess']['normalization']}`, validation "
-        f"fraction {params['split']['val_fraction']} (split seed {params['split']['seed']})",
-        "- params that differ from the defaults (official archive, the seeds' epochs):",
+        f"- data set `{dataset}`, validation fraction {params['split']['val_fraction']} (split seed "
+        f"{params['split']['seed']}); normalization statistics from each net's training images",
+        "- params that differ from the defaults (official archive):",
         *[f"  - {line}" for line in differing],
         "",
         markdown_table(trace),

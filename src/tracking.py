@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -50,29 +51,121 @@ def sqlite_file() -> Path | None:
 
 
 def configure_store() -> str:
-    """Point MLflow at the project's store and return its URI; an unreachable server is a PipelineError.
+    """Point MLflow at the project's store and return its URI. A tracking server that is unreachable or
+    refuses the login, or (with a server) a DVC remote on S3 that refuses the key, is a PipelineError:
+    the stage stops before any work.
 
     (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: stages this process starts use the same store.)"""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         if uri.startswith(("http://", "https://")):
             _check_server(uri)
+            _check_dvc_remote()
     else:
         uri = f"sqlite:///{project_root() / MLFLOW_DB}?timeout={SQLITE_BUSY_SECONDS}"
     mlflow.set_tracking_uri(uri)
     return uri
 
 
+LOGIN_FIX = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on it (or write them to "
+             "~/.mlflow/credentials); the server's admin creates it: `python scripts/team_stack.py add-member NAME`")
+
+
 def _check_server(uri: str) -> None:
-    # MLflow's own client retries for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES) before giving up:
-    # right for a server that restarts mid-training, wrong for one that is not there at all.
+    """The server answers and, if it asks for a login, takes ours: one authenticated read.
+
+    MLflow's own client retries for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES) before giving up:
+    right for a server that restarts mid-training, wrong for one that is not there at all."""
+    import base64
+    import json
+
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    base = uri.rstrip("/")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_CHECK_SECONDS) as response:
+        with urllib.request.urlopen(f"{base}/health", timeout=SERVER_CHECK_SECONDS) as response:
             response.read()
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise PipelineError(f"MLflow tracking server MLFLOW_TRACKING_URI={uri} is unreachable ({reason}); "
                             "start it, or unset MLFLOW_TRACKING_URI to track into the local mlflow.db") from None
+    creds = read_mlflow_creds()
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1")
+    if creds.username or creds.password:
+        token = base64.b64encode(f"{creds.username or ''}:{creds.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=SERVER_CHECK_SECONDS) as response:
+            json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        body = " ".join(error.read().decode(errors="replace").split())[:200]
+        if error.code == 401 and not (creds.username and creds.password):
+            missing = " and ".join(name for name, value in (("MLFLOW_TRACKING_USERNAME", creds.username),
+                                                             ("MLFLOW_TRACKING_PASSWORD", creds.password)) if not value)
+            verb = "are" if " and " in missing else "is"
+            raise PipelineError(f"MLflow tracking server MLFLOW_TRACKING_URI={uri} requires a login (HTTP 401) "
+                                f"and {missing} {verb} not set; {LOGIN_FIX}") from None
+        if error.code == 401:
+            raise PipelineError(f"MLflow tracking server MLFLOW_TRACKING_URI={uri} refused the login of "
+                                f"MLFLOW_TRACKING_USERNAME={creds.username} (HTTP 401: unknown user or wrong "
+                                "password); check MLFLOW_TRACKING_PASSWORD, or ask the server's admin for the "
+                                f"account (`python scripts/team_stack.py member {creds.username}`)") from None
+        if error.code == 403 and "Host header" in body:
+            host = urllib.parse.urlsplit(uri).netloc
+            raise PipelineError(f"MLflow tracking server MLFLOW_TRACKING_URI={uri} refuses the host name {host} "
+                                f"(HTTP 403: not in its --allowed-hosts); set MLFLOW_TRACKING_URI to the address "
+                                "the server's admin gave you, or have them start it with `--public-host` "
+                                f"{urllib.parse.urlsplit(uri).hostname}") from None
+        raise PipelineError(f"MLflow tracking server MLFLOW_TRACKING_URI={uri} refused to list experiments "
+                            f"(HTTP {error.code}: {body}); check MLFLOW_TRACKING_URI and your login "
+                            "(MLFLOW_TRACKING_USERNAME)") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as error:
+        raise PipelineError(f"MLflow tracking server MLFLOW_TRACKING_URI={uri} does not answer as an MLflow "
+                            f"server ({getattr(error, 'reason', error)}); check MLFLOW_TRACKING_URI") from None
+
+
+S3_KEY_FIX = ("set your own key: `dvc remote modify --local {remote} access_key_id KEY` and `dvc remote modify "
+              "--local {remote} secret_access_key SECRET` (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); the "
+              "server's admin gives you one: `python scripts/team_stack.py add-member NAME`")
+
+
+def _check_dvc_remote() -> None:
+    """With a tracking server (a team), the repository's default DVC remote, if it is on S3, takes our
+    key: otherwise the outputs of a training could not be pushed (`dvc push`, `dvc exp push`)."""
+    root = project_root()
+    if not (root / ".dvc" / "config").exists():
+        return
+    from dvc.config import Config, ConfigError
+    from dvc.fs import get_cloud_fs
+
+    try:
+        config = Config(dvc_dir=str(root / ".dvc"))
+        remote = config["core"].get("remote")
+        if not remote:
+            return
+        cls, fs_config, fs_path = get_cloud_fs(config, name=remote)
+    except ConfigError as error:
+        raise PipelineError(f"the DVC config in {root / '.dvc'} is invalid ({error}); fix it with `dvc remote "
+                            "modify` or `dvc config`") from None
+    if "s3" not in (cls.protocol if isinstance(cls.protocol, tuple) else (cls.protocol,)):
+        return
+    fs = cls(**fs_config)
+    url = f"s3://{fs_path}"
+    endpoint = fs_config.get("endpointurl") or "AWS"
+    key = fs_config.get("access_key_id") or os.environ.get("AWS_ACCESS_KEY_ID")
+    try:
+        fs.fs.ls(fs_path, refresh=True)
+    except FileNotFoundError:
+        return  # the key was taken; nothing pushed under that prefix yet
+    except PermissionError as error:
+        who = f"access key {key}" if key else "requests without an access key (none is set)"
+        fix = S3_KEY_FIX.format(remote=remote)
+        raise PipelineError(f"the DVC remote {remote!r} ({url} at {endpoint}) refuses {who} "
+                            f"({' '.join(str(error).split())}); {fix}") from None
+    except OSError as error:
+        raise PipelineError(f"the DVC remote {remote!r} ({url} at {endpoint}) is unreachable "
+                            f"({' '.join(str(error).split())}); check its endpointurl (`dvc remote modify "
+                            f"{remote} endpointurl URL`)") from None
 
 
 @contextlib.contextmanager
@@ -168,15 +261,32 @@ def _raise_interrupt(signum, frame):
 
 
 @contextlib.contextmanager
+def _refusal_is_an_error(experiment: str) -> Iterator[None]:
+    """A tracking server that refuses to let this login write into the experiment (HTTP 403) stops the
+    stage with one line, before the run, so before any training."""
+    try:
+        yield
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code != "PERMISSION_DENIED":
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(from ~/.mlflow/credentials)"
+        raise PipelineError(f"MLflow tracking server {mlflow.get_tracking_uri()} does not let "
+                            f"MLFLOW_TRACKING_USERNAME={user} log runs into the experiment {experiment!r} "
+                            "(HTTP 403, permission READ); ask the server's admin for EDIT: `python "
+                            f"scripts/team_stack.py grant {user} --experiment {experiment}`") from None
+
+
+@contextlib.contextmanager
 def tracked_run(run_name: str, stage: str, dataset: str, params: dict, tags: dict) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, FAILED (error) or KILLED (SIGINT/SIGTERM), never RUNNING."""
-    experiment = experiment_id(dataset)
-    close_abandoned_runs(experiment, stage)
+    with _refusal_is_an_error(dataset):
+        experiment = experiment_id(dataset)
+        close_abandoned_runs(experiment, stage)
+        run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags={
+            **git_tags(), **dvc_tags(), **tags, "dvc_stage": stage, "dataset": dataset,
+            "host": socket.gethostname(), "pid": str(os.getpid()),
+        })
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags={
-        **git_tags(), **dvc_tags(), **tags, "dvc_stage": stage, "dataset": dataset,
-        "host": socket.gethostname(), "pid": str(os.getpid()),
-    })
     try:
         mlflow.log_params(_flatten(params))
         yield run
@@ -192,8 +302,13 @@ def tracked_run(run_name: str, stage: str, dataset: str, params: dict, tags: dic
         signal.signal(signal.SIGTERM, previous_handler)
 
 
-def training_run(name: str, dataset: str, params: dict, tags: dict) -> contextlib.AbstractContextManager:
-    return tracked_run(name, f"train@{name}", dataset, params, tags)
+def training_run(name: str, dataset: str, params: dict, tags: dict, table: str = "default"
+                 ) -> contextlib.AbstractContextManager:
+    """The run of `train@NAME`: of dvc.yaml, or of seeds/dvc.yaml for a row of the seed table."""
+    if table == "seeds":
+        return tracked_run(f"{name} (seed table)", f"seeds/dvc.yaml:train@{name}", dataset, params,
+                           {**tags, "table": table})
+    return tracked_run(name, f"train@{name}", dataset, params, {**tags, "table": table})
 
 
 def _flatten(params: dict, prefix: str = "") -> dict:

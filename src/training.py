@@ -130,15 +130,17 @@ class TrainingResult:
     best_epoch: int  # by the monitored metric
     evaluated_epoch: int  # the epoch whose weights are saved: the last, or the best if restored
     train_images: int  # per epoch: fewer than the split holds where the remainder is dropped
+    saved_model_validation: dict  # loss and accuracy of the model as saved, validated after training
 
     def summary(self, monitor: str) -> dict:
-        """`val_*` describe the saved model, the one the evaluate stage scores; `best_*` the best epoch."""
-        evaluated, best = self.history.iloc[self.evaluated_epoch - 1], self.history.iloc[self.best_epoch - 1]
+        """`val_*` score the saved model, the one the evaluate stage scores, on the validation images;
+        `best_*` the best epoch during training."""
+        best = self.history.iloc[self.best_epoch - 1]
         return {
             "epochs_run": len(self.history),
             "evaluated_epoch": self.evaluated_epoch,
-            "val_accuracy": round(float(evaluated["val_accuracy"]), 6),
-            "val_loss": round(float(evaluated["val_loss"]), 6),
+            "val_accuracy": round(float(self.saved_model_validation["accuracy"]), 6),
+            "val_loss": round(float(self.saved_model_validation["loss"]), 6),
             "monitor": monitor,
             "best_epoch": self.best_epoch,
             "best_val_accuracy": round(float(best["val_accuracy"]), 6),
@@ -193,12 +195,15 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     # image (py-spy: ~IteratorResource waiting on tf.data's thread pool), 25 % of an epoch here.
     train_batches = make_dataset(*train_data, batch_size, shuffle_seed=config["seed"],
                                  drop_remainder=config.get("drop_remainder", False)).repeat()
+    val_batches = make_dataset(*val_data, max(batch_size, 500))
     started = time.perf_counter()
-    fit = model.fit(train_batches, steps_per_epoch=steps,
-                    validation_data=make_dataset(*val_data, max(batch_size, 500)),
+    fit = model.fit(train_batches, steps_per_epoch=steps, validation_data=val_batches,
                     epochs=config["epochs"], callbacks=callbacks + (extra_callbacks or []), verbose=0,
                     shuffle=False)  # make_dataset already shuffles, with the seed
     train_seconds = time.perf_counter() - started
+    # What callbacks do at the end of training (Lookahead's final average, EarlyStopping's restore) comes
+    # after the last validation: score the weights that are saved, not the last epoch's.
+    saved = model.evaluate(val_batches, return_dict=True, verbose=0)
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     history = history[HISTORY_COLUMNS]
@@ -207,4 +212,4 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     # Keras restores the best weights at the end of training only when told to.
     evaluated = best if stopping and stopping.get("restore_best_weights") else len(history)
     return TrainingResult(history, train_seconds, log.validation_seconds, best, evaluated,
-                          min(images, steps * batch_size))
+                          min(images, steps * batch_size), saved)

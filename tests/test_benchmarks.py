@@ -1,7 +1,10 @@
 """Each benchmark runs once on generated data, so the scripts cannot rot (figures come from real runs)."""
 
+import json
 import subprocess
 import sys
+
+import pytest
 
 from src import cpu
 from tests import cifar_fixtures
@@ -24,12 +27,30 @@ def test_b1_train_speed_smoke(tmp_path, cifar10_archive):
     assert f"flags {' '.join(cpu.flags()) or 'none'}." in text  # every section names its CPU
 
 
+@pytest.mark.parametrize(("script", "model"), [("seed000_notebook.py", None), ("seed002_notebook.py", "model_1"),
+                                               ("seed002_notebook.py", "model_2"), ("seed004_notebook.py", None)])
+def test_seed_notebook_smoke(cifar10_archive, script, model):
+    """The seed notebooks' own code (issue 26 item 4) runs one epoch and ends with the JSON line the table reads."""
+    args = [str(cifar10_archive), *([model] if model else []), "1"]
+    result = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True,
+                            text=True, env=stage_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    expected_model = {"seed000_notebook.py": None, "seed004_notebook.py": "cifar_cnn"}.get(script, model)
+    assert line.get("model") == expected_model and line["train_images"] == 250  # 5 batches of 50
+    assert len(line["epoch_seconds"]) == len(line["training_seconds"]) == 1 and 0 <= line["test_accuracy"] <= 1
+    if script == "seed004_notebook.py":  # its fit does not validate: nothing to leave out
+        assert line["training_seconds"] == line["epoch_seconds"]
+    else:  # the others validate on the test set each epoch, and training_seconds leaves that pass out
+        assert 0 < line["training_seconds"][0] < line["epoch_seconds"][0]
+
+
 def test_b6_distance_to_limit_smoke(tmp_path, project):
     for stage in ("download", "preprocess", "split"):
         project.run(stage)
     text = run_benchmark("b6_distance_to_limit.py", tmp_path / "B.md", "--rounds", "1", "--images", "64",
                          "--limit-seconds", "0.2", "--split", str(project.root / "data/split"),
-                         "--processed", str(project.root / "data/processed"), "--architectures", "strided2")
+                         "--architectures", "strided2")
     assert "| **limit** (best) |" in text
     # FLOPs counted from the model: strided2's two 5x5 convs and dense layers, forward and backward.
     row = next(line for line in text.splitlines() if line.startswith("| strided2 |"))

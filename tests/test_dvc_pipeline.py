@@ -13,7 +13,8 @@ import yaml
 from src import cpu
 from tests.conftest import REAL_ARCHIVE, REAL_MD5, REPO, Project, assert_one_error_line, set_param, stage_env
 
-COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", ".dvc/config", ".dvc/.gitignore"]
+COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", ".dvc/config", ".dvc/.gitignore",
+          "seeds/dvc.yaml", "seeds/notebooks"]
 
 
 def sh(cwd, *command, env=None) -> str:
@@ -140,14 +141,14 @@ def test_evaluation_is_logged_into_the_training_run(tiny_pipeline):
         run_id = json.loads((root / f"models/{name}.run.json").read_text())["run_id"]
         run = client.get_run(run_id)
         metrics = json.loads((root / f"reports/eval/{name}.json").read_text())
-        assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+        assert run.data.metrics["test_accuracy_tta"] == pytest.approx(metrics["test_accuracy_tta"])
         assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == f"train@{name}"
         # Figures from different CPUs are not comparable: every run names its CPU and precision.
         assert run.data.tags["cpu_flags"] == (" ".join(cpu.flags()) or "none")
         assert run.data.tags["cpu_model"] == cpu.model_name() and run.data.tags["dtype_policy"] in (
             "float32", "mixed_bfloat16")
         # Logged without reopening the run: it ended with its training, before the test scores came in.
-        [logged] = client.get_metric_history(run_id, "test_accuracy")
+        [logged] = client.get_metric_history(run_id, "test_accuracy_tta")
         assert run.info.end_time <= logged.timestamp
         artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
         assert {"evaluation/confusion_matrix.png", "evaluation/classification_report.json"} <= artifacts
@@ -160,7 +161,7 @@ def test_evaluation_outputs_are_consistent(tiny_pipeline):
         predictions = (root / f"reports/predictions/{name}.csv").read_text().splitlines()
         assert predictions[0] == "image,actual,predicted,confidence" and len(predictions) == 51
         rows = [line.split(",") for line in predictions[1:]]
-        assert metrics["test_accuracy"] == pytest.approx(sum(r[1] == r[2] for r in rows) / 50)
+        assert metrics["test_accuracy_tta"] == pytest.approx(sum(r[1] == r[2] for r in rows) / 50)
         confusion = (root / f"reports/details/{name}/confusion_matrix.csv").read_text().splitlines()
         assert sum(int(v) for line in confusion[1:] for v in line.split(",")[1:]) == 50
 
@@ -176,7 +177,8 @@ def test_report_links_tables_and_determinism(tiny_pipeline):
         test = json.loads((root / f"reports/eval/{name}.json").read_text())
         train = json.loads((root / f"reports/train/{name}.json").read_text())
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
-        assert f"{100 * test['test_accuracy']:.2f} %" in row and f"{test['test_loss']:.4f}" in row
+        assert f"{100 * test['test_accuracy_tta']:.2f} %" in row and f"{test['test_loss_tta']:.4f}" in row
+        assert f"{100 * test['test_accuracy_single_view']:.2f} %" in row
         assert f"{100 * train['val_accuracy']:.2f} %" in row
         assert json.loads((root / f"models/{name}.run.json").read_text())["run_id"] in report
     before = {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()}
@@ -190,11 +192,19 @@ def test_dvc_metrics_and_plots(tiny_pipeline):
     shown = json.dumps(metrics)
     for name in TINY_ARCHITECTURES:
         assert f"reports/eval/{name}.json" in shown and f"reports/train/{name}.json" in shown
-    assert '"test_accuracy"' in shown
-    plots = json.loads(sh(root, "dvc", "plots", "show", "--json"))
-    assert not plots.get("errors")
-    assert {f"reports/history/{n}.csv" for n in TINY_ARCHITECTURES} <= set(plots["data"])
-    assert {f"reports/predictions/{n}.csv" for n in TINY_ARCHITECTURES} <= set(plots["data"])
+    assert '"test_accuracy_tta"' in shown and '"test_accuracy_single_view"' in shown
+    shown = json.loads(sh(root, "dvc", "plots", "show", "--json"))
+    # The seed table's plots (seeds/dvc.yaml) have no data until it runs; the default pipeline's have no error.
+    assert not [error for error in shown.get("errors") or [] if not error["name"].startswith("seeds/")], shown
+    plots = {path: plot for path, plot in shown["data"].items() if not path.startswith("seeds/")}
+    # One plot per file, with the title and x its definition gives: no second plot DVC made up by itself.
+    expected = {**{f"reports/history/{n}.csv": ("epoch", "Learning curves") for n in TINY_ARCHITECTURES},
+                **{f"reports/predictions/{n}.csv": ("actual", "Test confusion matrix") for n in TINY_ARCHITECTURES}}
+    assert set(plots) == set(expected), sorted(plots)
+    for path, (x, title) in expected.items():
+        [plot] = plots[path]
+        assert plot["content"]["title"]["text"].startswith(title), path
+        assert f'"field": "{x}"' in json.dumps(plot["content"]), path
 
 
 def test_report_names_the_architecture_whose_metrics_are_broken(tiny_pipeline, tmp_path):
@@ -224,6 +234,11 @@ def test_changing_one_architecture_reruns_only_its_stages(tiny_pipeline, tmp_pat
     # `dvc status` names the stages whose own inputs changed; evaluate@strided2 follows once its model does.
     assert changed == ["report", "train@strided2"], status
     assert ran_stages(sh(root, "dvc", "repro")) == ["evaluate@strided2", "report", "train@strided2"]
+    # Editing one net's module reruns that net's stages, not the others'.
+    source = root / "src/architectures/elu3.py"
+    source.write_text(source.read_text() + "\n# edited\n")
+    status = sh(root, "dvc", "status", "dvc.yaml")
+    assert "train@elu3:" in status and "train@strided2" not in status, status
 
 
 def test_removing_an_architecture_removes_its_results(tiny_pipeline, tmp_path):
@@ -271,3 +286,38 @@ def test_b4_and_b5_clean_clones_of_the_tiny_pipeline(tiny_pipeline, tmp_path):
     metrics.write_text(metrics.read_text().replace('"test_images": 50', '"test_images": 49'))
     assert [what for what, same in compare(tmp_path / "b4", tmp_path / "b5") if not same] == [
         "`elu3`: `reports/eval/elu3.json` (test metrics)"]
+
+
+def seeds_output_stages(output: str) -> list[str]:
+    return sorted(name.removeprefix("seeds/dvc.yaml:") for name in ran_stages(output))
+
+
+def test_seed_table_is_its_own_pipeline_and_a_continuation_follows_its_parent(tmp_path, cifar10_archive):
+    root = tiny_repo(tmp_path, cifar10_archive, ["elu3"])
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["seeds"]["rows"] = ["elu3", "vgg6_bn"]
+    for name in ("elu3", "vgg6_bn", "vgg6_bn_aug"):
+        params["seeds"]["train"][name].update(epochs=1, batch_size=50)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny seeds")
+    # The default `dvc repro` never trains the table's rows.
+    assert not [stage for stage in ran_stages(sh(root, "dvc", "repro")) if stage.startswith("seeds/")]
+    first = seeds_output_stages(sh(root, "dvc", "repro", "seeds/dvc.yaml"))
+    assert first == ["continue@vgg6_bn_aug", "evaluate@elu3", "evaluate@vgg6_bn", "evaluate_continued@vgg6_bn_aug",
+                     "table", "train@elu3", "train@vgg6_bn"]
+    table = (root / "reports/seeds.md").read_text()
+    assert "| vgg6_bn_aug | 004 |" in table and "continues vgg6_bn" in table and "| relu4 | 001 |" in table
+    assert (root / "seeds/figures/augmented_vgg6_bn_aug.png").read_bytes().startswith(PNG_MAGIC)
+    assert "Model summaries: [elu3](../seeds/figures/summary_elu3.txt)" in table
+    # The continuation starts from its parent's trained model, and MLflow says which run that was.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    parent = json.loads((root / "seeds/models/vgg6_bn.run.json").read_text())["run_id"]
+    child = client.get_run(json.loads((root / "seeds/models/vgg6_bn_aug.run.json").read_text())["run_id"])
+    assert child.data.tags["init_from_run_id"] == parent and child.data.tags["table"] == "seeds"
+    # Retraining the parent retrains the child and nothing else; the default pipeline stays as it is.
+    edit_params(root, **{"seeds.train.vgg6_bn.learning_rate": 0.002})
+    assert seeds_output_stages(sh(root, "dvc", "repro", "seeds/dvc.yaml")) == [
+        "continue@vgg6_bn_aug", "evaluate@vgg6_bn", "evaluate_continued@vgg6_bn_aug", "table", "train@vgg6_bn"]
+    assert "up to date" in sh(root, "dvc", "status", "dvc.yaml")

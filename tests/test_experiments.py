@@ -73,7 +73,7 @@ def test_queued_parallel_and_temporary_experiments_land_in_the_root_store(baseli
     for run in trained:
         assert run.info.status == "FINISHED"
         assert run.data.tags["dvc_exp_baseline_rev"] == baseline_rev
-        assert "test_accuracy" in run.data.metrics  # evaluate@elu3 found the run in the same store
+        assert "test_accuracy_tta" in run.data.metrics  # evaluate@elu3 found the run in the same store
         assert run.info.artifact_uri.startswith((root / "mlruns").as_uri()), run.info.artifact_uri
         [dataset_input, _] = sorted(run.inputs.dataset_inputs, key=lambda d: d.dataset.name)
         assert dataset_input.dataset.name == "cifar10-training" and len(dataset_input.dataset.digest) == 32
@@ -96,7 +96,7 @@ def test_fresh_store_and_new_evaluate_params_rerun_only_evaluation(baseline, tmp
     assert run.info.status == "FINISHED" and run.data.tags["evaluated_run_id"] == original
     assert run.data.params["model_md5"] and run.data.params["architecture"] == "elu3"
     metrics = json.loads((root / "reports/eval/elu3.json").read_text())
-    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert run.data.metrics["test_accuracy_tta"] == pytest.approx(metrics["test_accuracy_tta"])
 
 
 @pytest.mark.parametrize("fresh_store", [False, True])

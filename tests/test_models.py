@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src import cpu, models, training
+from src import architectures, cpu, models, training, tta
+from src.architectures import airbench, blocks
 from src.errors import PipelineError
 from tests.conftest import base_params
 
@@ -19,7 +20,7 @@ SEED_PARAMETER_COUNTS = {  # as printed by model.summary() in the seed documents
     ("conv4", 100): 964_516,
     ("vgg6", 10): 558_186,
 }
-ALL = sorted(models.ARCHITECTURES)
+ALL = architectures.names()
 
 
 def test_registry_holds_every_architecture_of_the_issue():
@@ -27,8 +28,8 @@ def test_registry_holds_every_architecture_of_the_issue():
                         "vgg6_bn", "vgg6_bn_aug", "vgg16_transfer", "vgg16_transfer_aug", "resnet_fast",
                         "airbench"}
     assert set(ALL) <= set(base_params()["train"])
-    for name, function in models.ARCHITECTURES.items():  # where each net comes from
-        assert function.__doc__.startswith(("Seed 00", "Ours:")), name
+    for name in ALL:  # one module per net, its function named as the file, saying where the net comes from
+        assert architectures.get(name).__doc__.startswith(("Seed 00", "Ours:")), name
 
 
 @pytest.mark.parametrize(("name", "classes"), sorted(SEED_PARAMETER_COUNTS))
@@ -57,7 +58,7 @@ def test_augmentation_is_active_in_training_only():
     config = {"augmentation": {"horizontal_flip": True, "shift": 0.1, "crop_padding": 4}}
     images = np.random.default_rng(1).random((4, 32, 32, 3)).astype("float32")
     trained, inferred = images, images
-    for layer in models._augmentation(config, seed=1):
+    for layer in models.augmentation_layers(config, seed=1):
         trained, inferred = layer(trained, training=True), layer(inferred, training=False)
     assert np.array_equal(np.asarray(inferred), images)
     assert not np.allclose(np.asarray(trained), images)
@@ -65,7 +66,7 @@ def test_augmentation_is_active_in_training_only():
 
 def test_each_augmentation_draws_its_own_random_numbers():
     # Seeded alike, the flip and the shift drew the same numbers: the flip decided the vertical shift.
-    flip, shift = models._augmentation({"augmentation": {"horizontal_flip": True, "crop_padding": 4}}, seed=1)
+    flip, shift = models.augmentation_layers({"augmentation": {"horizontal_flip": True, "crop_padding": 4}}, seed=1)
     marked = np.zeros((512, 32, 32, 1), "float32")
     marked[:, 16, 0] = 1  # left edge: on the right once flipped
     flipped = np.asarray(flip(marked, training=True))[:, 16, -1, 0] == 1
@@ -75,7 +76,7 @@ def test_each_augmentation_draws_its_own_random_numbers():
 
 
 def test_pad_and_crop_shifts_to_each_crop_equally_often():
-    (shift,) = models._augmentation({"augmentation": {"crop_padding": 2}}, seed=0)
+    (shift,) = models.augmentation_layers({"augmentation": {"crop_padding": 2}}, seed=0)
     marked = np.zeros((2000, 32, 32, 1), "float32")
     marked[:, 16, 16] = 1
     shifted = np.asarray(shift(marked, training=True))[..., 0]
@@ -87,7 +88,7 @@ def test_pad_and_crop_shifts_to_each_crop_equally_often():
 
 
 def test_shifted_images_have_reflected_not_blank_borders():
-    (shift,) = models._augmentation({"augmentation": {"crop_padding": 4}}, seed=0)
+    (shift,) = models.augmentation_layers({"augmentation": {"crop_padding": 4}}, seed=0)
     shifted = np.asarray(shift(np.ones((64, 32, 32, 3), "float32"), training=True))
     assert np.array_equal(shifted, np.ones_like(shifted))
 
@@ -101,8 +102,8 @@ def test_imagenet_weights_offline_fail_fast_with_the_fix(monkeypatch, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    name, _, md5 = models.VGG16_NOTOP
-    monkeypatch.setattr(models, "VGG16_NOTOP", (name, f"http://127.0.0.1:{port}/{name}", md5))
+    name, _, md5 = blocks.VGG16_NOTOP
+    monkeypatch.setattr(blocks, "VGG16_NOTOP", (name, f"http://127.0.0.1:{port}/{name}", md5))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
     with pytest.raises(PipelineError, match=r"set `train.vgg16_transfer.weights: null`"):
         models.build_model("vgg16_transfer", 10, SCALE, {"weights": "imagenet"})
@@ -118,7 +119,7 @@ def test_airbench_shape_parameters_and_frozen_whitening():
     model = models.build_model("airbench", 10, SCALE, train_images=images)
     assert model.output_shape == (None, 10)
     assert model.count_params() == 1_975_096
-    whitening = model.get_layer(models.WHITENING_LAYER)
+    whitening = model.get_layer(airbench.WHITENING_LAYER)
     assert not whitening.trainable and whitening.kernel.shape == (2, 2, 3, 24)
     # The first 12 filters whiten the training images' 2x2 patches: zero mean, unit variance,
     # uncorrelated (the next 12 are their negatives).
@@ -187,14 +188,53 @@ def test_tta_averages_the_logits_over_airbench_views_and_saves_as_a_plain_keras_
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
     expected = {"flip": mirrored(images),
                 "flip_shift": mirrored(images) / 2 + (mirrored(padded[:, :32, :32]) + mirrored(padded[:, 2:, 2:])) / 4}
-    assert models.with_tta(model, "none") is model
-    for tta, averaged in expected.items():
-        wrapped = models.with_tta(model, tta)
+    assert tta.with_tta(model, "none") is model
+    for mode, averaged in expected.items():
+        wrapped = tta.with_tta(model, mode)
         probabilities = wrapped.predict(images, verbose=0)
         np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(keras.ops.softmax(averaged)), atol=1e-6)
         assert wrapped.name == "strided2" and probabilities.dtype == np.float32
-        wrapped.save(tmp_path / f"{tta}.keras")
-        reloaded = keras.models.load_model(tmp_path / f"{tta}.keras")  # no custom objects needed
+        wrapped.save(tmp_path / f"{mode}.keras")
+        reloaded = keras.models.load_model(tmp_path / f"{mode}.keras")  # no custom objects needed
         np.testing.assert_array_equal(reloaded.predict(images, verbose=0), probabilities)
     with pytest.raises(ValueError, match="unknown test-time augmentation 'mirror'"):
-        models.with_tta(model, "mirror")
+        tta.with_tta(model, "mirror")
+
+
+def test_float16_falls_back_to_float32_with_one_warning_without_a_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    model = models.build_model("elu3", 10, SCALE, {"precision": "float16"})
+    assert model.dtype_policy.name == "float32"
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: train.elu3.precision is float16, which needs a GPU")
+
+
+def test_float16_on_a_gpu_is_keras_mixed_float16_with_loss_scaling(monkeypatch):
+    # The GPU path, run on the CPU: Keras computes float16 there too, only slowly.
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    config = {**base_params()["train"]["elu3"], "precision": "float16", "epochs": 1, "batch_size": 8}
+    model = models.build_model("elu3", 10, SCALE, config)
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert (model.dtype_policy.name, conv.compute_dtype, conv.variable_dtype) == ("mixed_float16", "float16",
+                                                                                  "float32")
+    monkeypatch.undo()
+    images = _generated_images(8)
+    labels = np.eye(10, dtype=np.uint8)[np.arange(8)]
+    result = training.train(model, config, (images, labels), (images, labels))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)  # Keras scales the loss itself
+    assert np.isfinite(result.history["loss"]).all() and model.predict(images, verbose=0).dtype == np.float32
+    assert models.build_model("elu3", 10, SCALE).dtype_policy.name == "float32"
+
+
+def test_continuation_starts_from_the_parents_trained_weights():
+    training.make_deterministic(0)
+    parent = models.build_model("vgg6_bn", 10, SCALE)
+    for variable in parent.weights:  # stands for training: every weight moves
+        variable.assign(variable + 0.5)
+    training.make_deterministic(1)
+    child = models.build_model("vgg6_bn_aug", 10, SCALE, {"augmentation": {"horizontal_flip": True, "shift": 0.1}})
+    models.continue_from(child, parent, "vgg6_bn")
+    images = _generated_images(4)
+    np.testing.assert_allclose(child.predict(images, verbose=0), parent.predict(images, verbose=0), atol=1e-6)
+    with pytest.raises(PipelineError, match="`init_from: vgg6`: vgg6_bn_aug is not the same net as vgg6"):
+        models.continue_from(child, models.build_model("vgg6", 10, SCALE), "vgg6")

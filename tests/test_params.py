@@ -1,12 +1,14 @@
 """The params schema: every problem in params.yaml reported at once, before any stage works."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 
 from src.errors import PipelineError
 from src.params import architecture_names, dataset_source, validate
-from tests.conftest import base_params, set_param
+from tests.conftest import REPO, base_params, set_param
 
 
 def problems_of(*removed: str, **dotted_values) -> str:
@@ -29,8 +31,8 @@ def problems_of(*removed: str, **dotted_values) -> str:
 def test_repository_params_are_valid():
     params = validate(base_params())
     assert params["data"]["dataset"] == "cifar10"
-    assert params["reference"]["conv4"] == {"epochs": 30, "accuracy": 0.445, "dataset": "cifar100",
-                                            "label_mode": "fine"}
+    assert params["seeds"]["reference"]["conv4"]["dataset"] == "cifar100"
+    assert params["seeds"]["continued"] == {"vgg6_bn_aug": "vgg6_bn"}
 
 
 def test_reference_figures_are_not_training_params():
@@ -39,20 +41,42 @@ def test_reference_figures_are_not_training_params():
     assert problems_of(**{"train.elu3.seed_accuracy": 0.768}).count("seed_accuracy") == 1
 
 
-def test_registry_is_read_without_importing_keras():
-    from src.models import ARCHITECTURES
+def test_registry_is_the_architecture_modules_read_without_importing_keras():
+    modules = {path.stem for path in (REPO / "src/architectures").glob("*.py")} - {"__init__", "blocks"}
+    assert architecture_names() == sorted(modules) and len(modules) == 14
+    imported = subprocess.run([sys.executable, "-c", "import sys; from src.params import load_params; load_params(); "
+                               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))"],
+                              cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"
+    assert "unknown architecture 'elu5'; did you mean 'elu3'?" in problems_of(architectures=["elu5"])
 
-    assert architecture_names() == sorted(ARCHITECTURES)
+
+def test_lookahead_and_restoring_the_best_epoch_exclude_each_other():
+    message = problems_of(**{"train.airbench.early_stopping": {"monitor": "val_accuracy", "patience": 3,
+                                                               "restore_best_weights": True}})
+    assert "`lookahead` and `early_stopping.restore_best_weights` exclude each other" in message
+
+
+@pytest.mark.parametrize(("dotted", "value", "fragment"), [
+    ("seeds.continued.vgg6_bn_aug", "vgg6", "`seeds.continued.vgg6_bn_aug` is 'vgg6' but "
+                                            "`seeds.train.vgg6_bn_aug.init_from` is 'vgg6_bn'"),
+    ("seeds.train.vgg6_bn_aug.init_from", "vgg5", "`seeds.train.vgg6_bn_aug.init_from` names 'vgg5'"),
+    ("seeds.train.vgg6_bn_aug.normalization", "standardize", "must be its parent's (scale)"),
+    ("seeds.train.vgg6.init_from", "elu3", "'vgg6' is not in `seeds.continued`"),
+    ("train.vgg6.init_from", "elu3", "the default pipeline trains every net from scratch"),
+])
+def test_continuations_are_declared_where_dvc_sees_them(dotted, value, fragment):
+    assert fragment in problems_of(**{dotted: value})
 
 
 def test_every_problem_is_reported_at_once():
     message = problems_of(**{"data.dataset": "imagenet", "split.val_fraction": 1.5, "split.seed": "x",
-                             "preprocess.normalization": "minmax", "train.elu3.epochs": 0})
+                             "train.elu3.normalization": "minmax", "train.elu3.epochs": 0})
     assert message.startswith("params.yaml has 5 problems")
     for fragment in ("`data.dataset` is 'imagenet': Input should be 'cifar10' or 'cifar100'",
                      "`split.val_fraction` is 1.5: Input should be less than 1",
                      "`split.seed` is 'x': Input should be a valid integer",
-                     "`preprocess.normalization` is 'minmax'",
+                     "`train.elu3.normalization` is 'minmax'",
                      "`train.elu3.epochs` is 0: Input should be greater than or equal to 1"):
         assert fragment in message
 
@@ -67,8 +91,8 @@ def test_unknown_keys_are_refused_with_the_closest_valid_one(dotted, fragment):
     assert fragment in problems_of(**{full: True})
 
 
-@pytest.mark.parametrize("section", ["data", "split", "evaluate", "preprocess", "reference.elu3", "train.elu3",
-                                     "train.resnet_fast.augmentation"])
+@pytest.mark.parametrize("section", ["data", "split", "evaluate", "seeds", "seeds.reference.elu3", "train.elu3",
+                                     "seeds.train.elu3", "train.resnet_fast.augmentation"])
 def test_every_section_refuses_unknown_keys(section):
     assert f"`{section}.colour` is not a known key" in problems_of(**{f"{section}.colour": 1})
 
@@ -101,7 +125,8 @@ def test_architectures_are_checked_against_the_registry():
     ("train.elu3.momentum", 0.9, "`train.elu3`: `momentum` applies to sgd only, not adam"),
     ("train.elu3.decay", 0.1, "`decay` applies to `schedule: inverse_time` only"),
     ("train.elu3.weights", "imagenet", "`train.elu3.weights` applies to vgg16_* only"),
-    ("reference.elu3.accuracy", "76.8%", "`reference.elu3.accuracy` is '76.8%': Input should be a valid number"),
+    ("seeds.reference.elu3.accuracy", "76.8%",
+     "`seeds.reference.elu3.accuracy` is '76.8%': Input should be a valid number"),
     ("data.md5", "xyz", "`data.md5` is 'xyz'"),
     ("architectures", [], "`architectures` is []"),
 ])

@@ -96,23 +96,52 @@ def comment(repo) -> str:
     return (repo / "pr-comment.md").read_text()
 
 
-def row(text: str, first_cell: str) -> str:
-    return next(line for line in text.splitlines() if line.startswith(f"| {first_cell} |"))
+def table(text: str, title: str) -> list[list[str]]:
+    """The cells of the Markdown table that follows the heading ``title``, header row first."""
+    lines = text.split(f"### {title}", 1)[1].split("\n\n")[1].splitlines()
+    assert all(line.startswith("|") and line.endswith("|") for line in lines), lines
+    assert set(lines[1]) <= set("|:-"), lines[1]  # the rule under the header
+    return [[cell.strip() for cell in line[1:-1].split(" | ")] for line in lines[:1] + lines[2:]]
+
+
+def row(text: str, title: str, first_cell: str) -> list[str]:
+    return next(cells for cells in table(text, title) if cells[0] == first_cell)
 
 
 def test_params_table_shows_changed_keys_with_both_values(comment):
-    assert row(comment, "`train.elu3.epochs`") == "| `train.elu3.epochs` | `1` | `2` |"
-    assert row(comment, "`train.vgg6.epochs`") == "| `train.vgg6.epochs` | – | `1` |"
-    assert "`['elu3', 'strided2']`" in row(comment, "`architectures`")
-    assert "batch_size" not in comment and "train.strided2" not in comment  # unchanged params stay out
+    params = table(comment, "Params")
+    assert params[0] == ["param", "base", "new"]
+    assert params[1:] == [["`architectures`", "`['elu3', 'strided2']`", "`['elu3', 'vgg6']`"],
+                          ["`train.elu3.epochs`", "`1`", "`2`"],
+                          ["`train.vgg6.epochs`", "–", "`1`"]]  # unchanged params stay out
+    assert "### Params (3 changed)" in comment
 
 
 def test_accuracy_table_has_deltas_in_points_and_new_and_removed_architectures(comment):
-    elu3 = row(comment, "elu3")
-    assert "| 60.00 % | 65.00 % | +5.00 pp |" in elu3 and "| 58.00 % | 58.00 % | +0.00 pp |" in elu3
-    assert row(comment, "strided2 (removed)").startswith("| strided2 (removed) | 50.00 % | – | – |")
-    assert row(comment, "vgg6 (new)").startswith("| vgg6 (new) | – | 70.00 % | – |")
+    assert table(comment, "Accuracy per architecture")[0] == [
+        "architecture", "test accuracy (base)", "test accuracy (new)", "Δ test",
+        "val accuracy (base)", "val accuracy (new)", "Δ val"]
+    assert row(comment, "Accuracy per architecture", "elu3") == [
+        "elu3", "60.00 %", "65.00 %", "+5.00 pp", "58.00 %", "58.00 %", "+0.00 pp"]
+    assert row(comment, "Accuracy per architecture", "strided2 (removed)") == [
+        "strided2 (removed)", "50.00 %", "–", "–", "48.00 %", "–", "–"]
+    assert row(comment, "Accuracy per architecture", "vgg6 (new)") == [
+        "vgg6 (new)", "–", "70.00 %", "–", "–", "69.00 %", "–"]
     assert "New architectures: `vgg6`. Removed architectures: `strided2`." in comment
+
+
+def test_one_architecture_per_side_is_still_named(repo, tmp_path):
+    """DVC's metrics_show would merge a lone file's keys unnamed; the report reads each file."""
+    one = tmp_path / "one"
+    shutil.copytree(repo, one)
+    sh(one, "git", "checkout", "-q", "-b", "only-elu3", "main")
+    write(one, {"reports/eval/strided2.json": None, "reports/train/strided2.json": None,
+                "reports/eval/elu3.json": {"test_accuracy": 0.62}})
+    commit(one, "elu3 alone")
+    assert pr_report.accuracies(one, "HEAD") == {"elu3": {"test": (0.62, 0.62), "val": (0.58, 0.58)}}
+    assert pr_report.accuracies(one, "main") == {
+        "elu3": {"test": (0.60, 0.62), "val": (0.58, 0.58)},
+        "strided2": {"test": (0.50, None), "val": (0.48, None)}}
 
 
 def test_changed_figures_are_embedded_with_paths_cml_uploads(comment, repo):
@@ -140,11 +169,17 @@ def test_outside_a_git_repository_is_one_error_line(tmp_path):
     assert_one_error_line(run_cli(tmp_path, "--base", "main"), "is not inside a git repository")
 
 
-def test_missing_dvc_is_a_pipeline_error(monkeypatch):
-    monkeypatch.setattr(pr_report.shutil, "which", lambda name: None)
-    monkeypatch.setattr(pr_report.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(PipelineError, match="dvc is not installed"):
-        pr_report.dvc_command()
+def test_unreadable_params_are_one_error_line(repo, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(repo, broken)
+    (broken / "params.yaml").write_text("train: [unclosed\n")
+    assert_one_error_line(run_cli(broken, "--base", "main"), "DVC cannot read the params to compare",
+                          "params.yaml")
+
+
+def test_unknown_rev_in_dvc_is_a_pipeline_error(repo):
+    with pytest.raises(PipelineError, match="DVC cannot read the metrics at no-such-rev"):
+        pr_report.accuracies_at(repo, "no-such-rev")
 
 
 def test_workflow_passes_actionlint_and_runs_this_command():

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import evaluation, models, tracking, training
+from src import evaluation, models, tracking, training, tta
 from src.errors import PipelineError
 from tests.conftest import assert_one_error_line, stage_env
 
@@ -47,9 +47,12 @@ def test_same_params_give_identical_metrics_and_weights(name):
 def test_summary_describes_the_saved_model_and_the_best_epoch_apart():
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.5, 0.7, 0.6], "val_loss": [1.0, 0.8, 0.9],
                             "epoch_seconds": [2.0, 2.0, 2.0]})
+    # Validated after training: what callbacks did at its end (Lookahead's average) moved it from epoch 3's.
+    saved = {"accuracy": 0.65, "loss": 0.85}
     summary = training.TrainingResult(history, train_seconds=10.0, validation_seconds=4.0, best_epoch=2,
-                                      evaluated_epoch=3, train_images=600).summary("val_accuracy")
-    assert (summary["val_accuracy"], summary["val_loss"], summary["evaluated_epoch"]) == (0.6, 0.9, 3)
+                                      evaluated_epoch=3, train_images=600,
+                                      saved_model_validation=saved).summary("val_accuracy")
+    assert (summary["val_accuracy"], summary["val_loss"], summary["evaluated_epoch"]) == (0.65, 0.85, 3)
     assert (summary["best_val_accuracy"], summary["best_epoch"]) == (0.7, 2)
     assert summary["images_per_second"] == 300.0  # 1,800 images in the 6 s that were not validation
 
@@ -61,7 +64,13 @@ def test_evaluated_epoch_is_the_one_whose_weights_are_kept(restore):
     training.make_deterministic(config["seed"])
     model = models.build_model("strided2", 10, SCALE, config)
     result = training.train(model, config, tiny_data(0), tiny_data(1, 32))
+    assert result.best_epoch != 4  # random labels: the validation loss is lowest early, so restoring changes weights
     assert result.evaluated_epoch == (result.best_epoch if restore else 4)
+    # The saved weights are the evaluated epoch's: validated again after training, they score its loss.
+    kept = result.history.iloc[result.evaluated_epoch - 1]
+    assert result.saved_model_validation["loss"] == pytest.approx(kept["val_loss"], rel=1e-5)
+    assert model.evaluate(*tiny_data(1, 32), verbose=0, return_dict=True)["loss"] == pytest.approx(kept["val_loss"],
+                                                                                                  rel=1e-5)
     assert 0 < result.validation_seconds < result.train_seconds
 
 
@@ -173,9 +182,13 @@ def test_train_stage_writes_model_history_metrics_and_mlflow_run(project):
     assert run.info.run_id == run_file["run_id"] and run.info.status == "FINISHED"
     assert run.info.run_name == "elu3"
     assert run.data.params["batch_size"] == "50" and run.data.params["parameters"] == "553514"
-    assert run.data.params["dataset"] == "cifar10" and run.data.params["normalization"] == "scale"
+    assert run.data.params["dataset"] == "cifar10" and run.data.params["normalization"] == "standardize"
     for tag in ("git_commit", "git_dirty", "data_md5", "dataset", "dvc_stage"):
         assert run.data.tags[tag], tag
+    # Where it trained, in the run and in the stage's log.
+    assert run.data.tags["device"] == "cpu" and run.data.tags["gpu_count"] == "0"
+    assert run.data.tags["device_summary"].startswith("CPU: ") and run.data.tags["cpu_model"]
+    assert f"train@elu3: on {run.data.tags['device_summary']}" in result.stdout
     client = client_of(project)
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
@@ -323,10 +336,10 @@ def test_tta_scores_every_metric_and_no_tta_one_view():
     images[1, :, 16:] = 255  # right bright: class 0 alone; averaged with its mirror image -> 1
     labels = np.eye(2, dtype=np.uint8)[[1, 1]]
     net = mirror_sensitive_model()
-    for tta in ("flip", "flip_shift"):
-        result = evaluation.evaluate(models.with_tta(net, tta), images, labels, ["a", "b"], batch_size=2,
+    for mode in ("flip", "flip_shift"):
+        result = evaluation.evaluate(tta.with_tta(net, mode), images, labels, ["a", "b"], batch_size=2,
                                      single_view=net)
-        assert result.metrics["test_accuracy"] == 1.0 and result.metrics["test_accuracy_no_tta"] == 0.5
+        assert result.metrics["test_accuracy_tta"] == 1.0 and result.metrics["test_accuracy_single_view"] == 0.5
         assert list(result.predictions["predicted"]) == ["b", "b"]
     plain = evaluation.evaluate(net, images, labels, ["a", "b"], batch_size=2)
-    assert plain.metrics["test_accuracy"] == plain.metrics["test_accuracy_no_tta"] == 0.5
+    assert plain.metrics["test_accuracy_tta"] == plain.metrics["test_accuracy_single_view"] == 0.5

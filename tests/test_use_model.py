@@ -52,7 +52,11 @@ def root(tmp_path_factory, cifar10_archive) -> Path:
 
 
 def accuracy(root: Path, name: str) -> float:
-    return json.loads((root / f"reports/eval/{name}.json").read_text())["test_accuracy"]
+    return json.loads((root / f"reports/eval/{name}.json").read_text())["test_accuracy_tta"]
+
+
+def val_accuracy(root: Path, name: str) -> float:
+    return json.loads((root / f"reports/train/{name}.json").read_text())["val_accuracy"]
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +77,9 @@ def background(root, images):
 
 @pytest.fixture(scope="module")
 def promotions(root, background) -> dict:
-    """Promote the best model, then try the worse one without and with --force; it stays the champion."""
-    best, worse = sorted(ARCHITECTURES, key=lambda name: accuracy(root, name), reverse=True)
-    assert accuracy(root, best) > accuracy(root, worse), "the tiny models tie: pick other seeds"
+    """Promote the model best on validation, then try the worse one without and with --force."""
+    best, worse = sorted(ARCHITECTURES, key=lambda name: val_accuracy(root, name), reverse=True)
+    assert val_accuracy(root, best) > val_accuracy(root, worse), "the tiny models tie: pick other seeds"
     return {"best": best, "worse": worse, "default": run(root, "src.promote"),
             "refused": run(root, "src.promote", worse), "forced": run(root, "src.promote", worse, "--force")}
 
@@ -89,18 +93,20 @@ def test_promote_registers_the_best_model_under_the_champion_alias(root, promoti
     trained = json.loads((root / f"models/{best}.run.json").read_text())
     assert first.source == trained["model_uri"] and first.run_id == trained["run_id"]  # `evaluate.tta: none`
     assert first.tags["tta"] == "none" and first.tags["architecture"] == best
-    assert float(first.tags["test_accuracy"]) == pytest.approx(accuracy(root, best))
+    assert float(first.tags["val_accuracy"]) == pytest.approx(val_accuracy(root, best))
+    assert float(first.tags["test_accuracy_tta"]) == pytest.approx(accuracy(root, best))
     assert first.tags["git_commit"] == trained["git_commit"] == sh(root, "git", "rev-parse", "HEAD").strip()
     assert first.tags["data_md5"] == trained["data_md5"]
     assert json.loads(first.tags["class_names"])[:2] == ["airplane", "automobile"]
 
-    points = 100 * (accuracy(root, best) - accuracy(root, worse))
-    assert_one_error_line(promotions["refused"], f"{worse} (test accuracy", f"{points:.2f} percentage points worse",
+    points = 100 * (val_accuracy(root, best) - val_accuracy(root, worse))
+    assert_one_error_line(promotions["refused"], f"{worse} (validation accuracy",
+                          f"{points:.2f} percentage points below",
                           f"{MODEL_NAME}@champion (version 1, {best}", "--force")
     assert promotions["forced"].returncode == 0, promotions["forced"].stderr
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert int(champion.version) == 2 and champion.tags["architecture"] == worse
-    assert float(champion.tags["test_accuracy"]) == pytest.approx(accuracy(root, worse))
+    assert float(champion.tags["test_accuracy_tta"]) == pytest.approx(accuracy(root, worse))
 
 
 @pytest.mark.parametrize(("argument", "fragments"), [
@@ -312,7 +318,7 @@ def promoted_with_tta(root, images, promotions, champion_predictions, request_bo
 def test_promote_registers_the_net_behind_tta_and_predict_applies_it(root, images, request_body,
                                                                      promoted_with_tta):
     first, again = promoted_with_tta["promoted"]
-    assert first.returncode == 0 and "(elu3, test accuracy" in first.stdout, first.stderr
+    assert first.returncode == 0 and "(elu3, validation accuracy" in first.stdout, first.stderr
     assert again.returncode == 0 and "elu3 is already cifar10-cnn@champion" in again.stdout, again.stderr
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
@@ -321,7 +327,7 @@ def test_promote_registers_the_net_behind_tta_and_predict_applies_it(root, image
     assert champion.tags["tta"] == "flip_shift" and champion.tags["run_id"] == trained["run_id"]
     assert champion.source != trained["model_uri"] and champion.run_id == trained["run_id"]
     assert client.get_logged_model(champion.source.removeprefix("models:/")).source_run_id == trained["run_id"]
-    assert float(champion.tags["test_accuracy"]) == accuracy(root, "elu3")
+    assert float(champion.tags["test_accuracy_tta"]) == accuracy(root, "elu3")
     pixels = np.array(request_body["inputs"], dtype=np.uint8)
     expected = keras_probabilities(root, "elu3", pixels)  # behind flip_shift, as evaluate scored it
     import keras

@@ -1,10 +1,11 @@
 """Stage `evaluate@<name>`: score one trained model on the untouched test set.
 
-Usage: python -m src.stages.evaluate NAME. Params: evaluate.batch_size, evaluate.tta (the test-time
-augmentation every metric is scored with). Writes reports/eval/NAME.json (DVC metrics),
+Usage: python -m src.stages.evaluate NAME [--table seeds]. Params: evaluate.batch_size, evaluate.tta (the
+test-time augmentation of the `*_tta` metrics). Writes reports/eval/NAME.json (DVC metrics: the test scores,
+and the validation accuracy with and without test-time augmentation, to choose it by),
 reports/predictions/NAME.csv (one row per test image, DVC's confusion plot) and reports/details/NAME/
-(per-class scores, confusion counts and heatmap); logs all of it into the MLflow run that trained the
-model, without reopening it.
+(per-class scores, confusion counts and heatmap), under seeds/ for the seed table; logs all of it into the
+MLflow run that trained the model, without reopening it.
 """
 
 from pathlib import Path
@@ -12,10 +13,11 @@ from pathlib import Path
 from src import config as paths
 from src import reporting, tracking
 from src.data import load_array, load_classes
-from src.errors import PipelineError, run_stage
-from src.evaluation import evaluate, load_model
+from src.errors import run_stage
+from src.evaluation import evaluate, load_model, validation_accuracy
 from src.fileio import atomic_dir, atomic_path, read_json, write_json
 from src.params import load_params
+from src.stages import stage_arguments
 
 
 def write_details(folder: Path, name: str, result) -> None:
@@ -26,38 +28,41 @@ def write_details(folder: Path, name: str, result) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise PipelineError("usage: python -m src.stages.evaluate ARCHITECTURE")
-    name = argv[0]
+    name, table = stage_arguments(argv, "usage: python -m src.stages.evaluate ARCHITECTURE [--table seeds]")
     params = load_params()
+    layout = paths.layout(table)
     tracking.configure_store()
     import keras
 
-    from src.models import with_tta
+    from src.tta import with_tta
 
     keras.utils.disable_interactive_logging()
     fix = "run `dvc repro preprocess`"
     images = load_array(paths.PROCESSED_DIR, "test_images", fix)
     labels = load_array(paths.PROCESSED_DIR, "test_labels", fix)
     classes = load_classes(paths.PROCESSED_DIR)
-    trained = read_json(paths.run_file(name), "MLflow run id", f"rerun `dvc repro train@{name}`")
-    net = load_model(paths.model_file(name))
+    trained = read_json(layout.run_file(name), "MLflow run id", f"rerun `dvc repro train@{name}`")
+    net = load_model(layout.model_file(name))
     tta = params["evaluate"]["tta"]
-    result = evaluate(with_tta(net, tta), images, labels, classes["class_names"], params["evaluate"]["batch_size"],
-                      single_view=net)
+    batch_size, wrapped = params["evaluate"]["batch_size"], with_tta(net, tta)
+    result = evaluate(wrapped, images, labels, classes["class_names"], batch_size, single_view=net)
+    fix = "run `dvc repro split`"
+    result.metrics.update(validation_accuracy(wrapped, net, load_array(paths.SPLIT_DIR, "val_images", fix),
+                                              load_array(paths.SPLIT_DIR, "val_labels", fix), batch_size))
 
     # Logged from inside atomic_dir: the details folder appears only if MLflow took them too.
-    with atomic_dir(paths.DETAILS_DIR / name) as details, \
-            tracking.evaluation_run(name, trained, paths.model_file(name), classes["dataset"]) as run_id:
+    with atomic_dir(layout.details_dir / name) as details, \
+            tracking.evaluation_run(name, trained, layout.model_file(name), classes["dataset"]) as run_id:
         write_details(details, name, result)
         tracking.log_evaluation(run_id, result.metrics, tta, details,
                                 result.per_class.round(4).to_dict(orient="index"))
-    with atomic_path(paths.PREDICTIONS_DIR / f"{name}.csv") as tmp:
+    with atomic_path(layout.predictions_dir / f"{name}.csv") as tmp:
         result.predictions.to_csv(tmp, index_label="image")
-    write_json(paths.EVAL_DIR / f"{name}.json", result.metrics)
-    print(f"evaluate@{name}: test accuracy {result.metrics['test_accuracy']:.4f} "
-          f"with tta {tta} ({result.metrics['test_accuracy_no_tta']:.4f} without), "
-          f"loss {result.metrics['test_loss']:.4f} on {result.metrics['test_images']} images, MLflow run {run_id}")
+    write_json(layout.eval_dir / f"{name}.json", result.metrics)
+    metrics = result.metrics
+    print(f"evaluate@{name}: test accuracy {metrics['test_accuracy_single_view']:.4f} one view, "
+          f"{metrics['test_accuracy_tta']:.4f} with tta {tta}; loss {metrics['test_loss_tta']:.4f} on "
+          f"{metrics['test_images']} images, MLflow run {run_id}")
 
 
 if __name__ == "__main__":

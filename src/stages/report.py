@@ -1,9 +1,9 @@
 """Stage `report`: reports/report.md and reports/figures/, the comparison reviewers read in PRs.
 
-Params: architectures (which to compare), reference (the seed documents' figures), train (epochs),
-data, preprocess and split (traceability). Reads only the files dvc.yaml declares for it and writes
-nothing that varies between identical runs (the work is in src/reporting.py). Deletes the results
-of architectures removed from `architectures`, so neither git nor `dvc metrics show` keeps them.
+Params: architectures (which to compare), train (normalization), data and split (traceability). Reads
+only the files dvc.yaml declares for it and writes nothing that varies between identical runs (the work
+is in src/reporting.py). Deletes the results of architectures removed from `architectures`, so neither
+git nor `dvc metrics show` keeps them.
 """
 
 from src import config as paths
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
         tmp.write_text(reporting.render(comparison, figures))
     best = comparison.best
     print(f"report: {len(comparison.results)} architectures -> {paths.REPORT_FILE} "
-          f"(best {best['name']} {best['test']['test_accuracy']:.4f})")
+          f"(chosen on validation: {best['name']}, test accuracy {best['test']['test_accuracy_tta']:.4f})")
 
 
 if __name__ == "__main__":

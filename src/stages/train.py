@@ -1,51 +1,66 @@
 """Stage `train@<name>`: train one architecture on the split data and track it in MLflow.
 
-Usage: python -m src.stages.train NAME. Params: train.NAME. Writes models/NAME.keras,
-models/NAME.run.json (the MLflow run and model, for evaluate and promote), reports/train/NAME.json
-(DVC metrics) and reports/history/NAME.csv (per-epoch metrics, for `dvc plots`).
+Usage: python -m src.stages.train NAME [--table seeds]. Params: train.NAME (seeds.train.NAME for a row of
+the seed table). Writes models/NAME.keras, models/NAME.run.json (the MLflow run and model, for evaluate and
+promote), reports/train/NAME.json (DVC metrics) and reports/history/NAME.csv (per-epoch metrics, for
+`dvc plots`); the seed table writes the same under seeds/.
 """
 
 from src import config as paths
-from src import cpu, tracking
-from src.data import load_array, load_classes, load_normalization
+from src import tracking
+from src.data import load_array, load_classes, normalization_stats
 from src.errors import PipelineError, run_stage
-from src.fileio import atomic_path, remove_partials, write_json
-from src.params import dataset_source, load_params
+from src.fileio import atomic_path, read_json, remove_partials, write_json
+from src.params import dataset_source, load_params, train_sections
+from src.stages import stage_arguments
+
+USAGE = "usage: python -m src.stages.train ARCHITECTURE [--table seeds]"
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise PipelineError("usage: python -m src.stages.train ARCHITECTURE (one name from `architectures`)")
-    name = argv[0]
+    name, table = stage_arguments(argv, USAGE)
     params = load_params()
-    if name not in params["train"]:
-        raise PipelineError(f"no `train.{name}` section in params.yaml; add one (see train.elu3)")
-    config = params["train"][name]
+    sections = train_sections(params, table)
+    if name not in sections:
+        where = "seeds.train" if table == "seeds" else "train"
+        raise PipelineError(f"no `{where}.{name}` section in params.yaml; add one (see {where}.elu3)")
+    config, layout = sections[name], paths.layout(table)
     tracking.configure_store()
 
     import keras
 
-    from src import training
-    from src.models import build_model
+    from src import device, training
+    from src.models import build_model, continue_from, load_parent
 
+    device.enable_memory_growth()  # before TensorFlow touches a GPU
     keras.utils.disable_interactive_logging()  # no progress bars in `dvc repro` logs (MLflow predicts too)
 
-    remove_partials(paths.MODELS_DIR)
+    remove_partials(layout.models_dir)
     fix = "run `dvc repro split`"
     train_images, train_labels, val_images, val_labels = (load_array(paths.SPLIT_DIR, f, fix)
                                                           for f in paths.SPLIT_FILES)
-    classes, normalization = load_classes(paths.PROCESSED_DIR), load_normalization(paths.PROCESSED_DIR)
+    classes = load_classes(paths.PROCESSED_DIR)
+    normalization = normalization_stats(train_images, config["normalization"])
     training.steps_per_epoch(name, config, len(train_images))  # a bad batch setup fails before the run starts
+    parent = config.get("init_from")
+    parent_model = load_parent(layout.model_file(parent), parent) if parent else None
+    print(f"train@{name}: on {device.summary()}", flush=True)
     training.make_deterministic(config["seed"])
     model = build_model(name, train_labels.shape[1], normalization, config, train_images=train_images)
+    if parent_model is not None:
+        continue_from(model, parent_model, parent)
     split_file = {f: paths.SPLIT_DIR / f"{f}.npy" for f in paths.SPLIT_FILES}
     tags = {"data_md5": tracking.files_md5(list(split_file.values())),
             "normalization": normalization["mode"], "label_mode": classes["label_mode"],
-            "dtype_policy": model.dtype_policy.name, **cpu.describe()}
+            "dtype_policy": model.dtype_policy.name, **device.describe()}
+    if parent:
+        tags["init_from_run_id"] = read_json(layout.run_file(parent), f"MLflow run id of {parent}",
+                                             f"retrain {parent} (`dvc repro seeds/dvc.yaml`)")["run_id"]
     logged_params = {**config, "parameters": model.count_params(), "dataset": classes["dataset"],
-                     "normalization": normalization["mode"], "train_images": len(train_images)}
+                     "normalization_mean": normalization["mean"], "normalization_std": normalization["std"],
+                     "train_images": len(train_images)}
 
-    with tracking.training_run(name, classes["dataset"], logged_params, tags) as run:
+    with tracking.training_run(name, classes["dataset"], logged_params, tags, table) as run:
         tracking.log_datasets({
             "training": (train_images, train_labels, tracking.files_md5([split_file["train_images"]])),
             "validation": (val_images, val_labels, tracking.files_md5([split_file["val_images"]])),
@@ -57,19 +72,19 @@ def main(argv: list[str]) -> None:
         tracking.mlflow.log_metrics({("evaluated_" + k if k.startswith("val_") else k): float(v)
                                      for k, v in summary.items() if k != "monitor"})
         # Saved before the upload: a store that refuses the model must not waste the training.
-        with atomic_path(paths.model_file(name), suffix=".keras") as tmp:
+        with atomic_path(layout.model_file(name), suffix=".keras") as tmp:
             model.save(tmp)
-        with atomic_path(paths.HISTORY_DIR / f"{name}.csv") as tmp:
+        with atomic_path(layout.history_dir / f"{name}.csv") as tmp:
             result.history.to_csv(tmp, index=False, float_format="%.6g")
-        write_json(paths.TRAIN_METRICS_DIR / f"{name}.json", summary)
+        write_json(layout.train_metrics_dir / f"{name}.json", summary)
         model_uri = tracking.log_keras_model(model, val_images[:2])
-        write_json(paths.run_file(name), {
+        write_json(layout.run_file(name), {
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "model_uri": model_uri, "tracking_uri": tracking.mlflow.get_tracking_uri(),
-            "data_md5": tags["data_md5"],
+            "data_md5": tags["data_md5"], "device": tags["device_summary"],
             **{key: value for key, value in tracking.git_tags().items() if key.startswith("git_")}})
-    print(f"train@{name}: val_accuracy {summary['val_accuracy']:.4f} (saved model, epoch {summary['evaluated_epoch']}; "
-          f"best {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}), "
+    print(f"train@{name}: val_accuracy {summary['val_accuracy']:.4f} (saved model, after epoch "
+          f"{summary['evaluated_epoch']}; best epoch {summary['best_epoch']}: {summary['best_val_accuracy']:.4f}), "
           f"{summary['train_seconds']:.0f}s, MLflow run {run.info.run_id}")
 
 
