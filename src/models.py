@@ -24,8 +24,10 @@ def augmentation_layers(config: dict, seed: int) -> list:
         steps.append(functools.partial(layers.RandomTranslation, shift, shift, fill_mode="nearest"))
     if augmentation.get("crop_padding"):
         # Pad-and-random-crop is a random integer shift; RandomCrop would resize instead of
-        # center-crop at inference, RandomTranslation is the identity there. Borders reflected,
-        # as Page's ResNet and airbench pad. A shift drawn within +-(padding + 0.5) pixels and
+        # center-crop at inference, RandomTranslation is the identity there. Borders reflected
+        # including the edge pixel (Keras' "reflect" is numpy's "symmetric"); Page's ResNet and
+        # airbench reflect without it, one pixel apart, a fill RandomTranslation does not offer.
+        # A shift drawn within +-(padding + 0.5) pixels and
         # rounded is each of the 2 * padding + 1 crops equally often, as pad-and-crop; within
         # +-padding, the outermost crops came half as often.
         shift = (augmentation["crop_padding"] + 0.5) / 32

@@ -44,7 +44,7 @@ class FixedModel:
 
 
 def fabricate_report_inputs(root: Path, names: list[str], accuracy_steps: list[float] | None = None,
-                            classes: int = 10, images: int = 30) -> Path:
+                            classes: int = 10, images: int = 30, val_accuracies: list[float] | None = None) -> Path:
     """Every file the report stage reads, as train and evaluate write them (evaluate's own library
     scores a FixedModel), plus files the report must not need (test labels, a dvc.lock)."""
     rng = np.random.default_rng(0)
@@ -71,7 +71,8 @@ def fabricate_report_inputs(root: Path, names: list[str], accuracy_steps: list[f
         result.predictions.to_csv(root / paths.PREDICTIONS_DIR / f"{name}.csv", index_label="image")
         (root / paths.EVAL_DIR / f"{name}.json").write_text(json.dumps(result.metrics))
         (root / paths.TRAIN_METRICS_DIR / f"{name}.json").write_text(json.dumps({
-            "val_accuracy": 0.3 + 0.1 * i, "train_seconds": 60.0 * (i + 1), "epochs_run": 2, "best_epoch": 2,
+            "val_accuracy": val_accuracies[i] if val_accuracies else 0.3 + 0.1 * i,
+            "train_seconds": 60.0 * (i + 1), "epochs_run": 2, "best_epoch": 2,
             "parameters": 1000 * (i + 1), "seconds_per_epoch": 30.0, "images_per_second": 100.0}))
         pd.DataFrame({"epoch": [1, 2], "accuracy": [0.1, 0.2], "val_accuracy": [0.1, 0.3], "loss": [2.0, 1.5],
                       "val_loss": [2.1, 1.6]}).to_csv(root / paths.HISTORY_DIR / f"{name}.csv", index=False)
@@ -123,8 +124,10 @@ def test_report_reads_only_the_files_dvc_declares_for_it(tmp_path):
     assert "feedface" not in (full / paths.REPORT_FILE).read_text()
 
 
-def test_best_model_is_chosen_once_and_ties_keep_the_params_order(tmp_path, monkeypatch):
-    root = fabricate_report_inputs(tmp_path, ["elu3", "strided2", "conv4"], accuracy_steps=[1.0, 9.0, 9.0])
+def test_best_model_is_chosen_once_on_validation_and_ties_keep_the_params_order(tmp_path, monkeypatch):
+    # elu3 scores best on the test set, but the validation set chooses: strided2 and conv4 tie there.
+    root = fabricate_report_inputs(tmp_path, ["elu3", "strided2", "conv4"], accuracy_steps=[9.0, 1.0, 1.0],
+                                   val_accuracies=[0.5, 0.7, 0.7])
     monkeypatch.chdir(root)
     comparison = reporting.collect(load_params())
     assert [r["name"] for r in comparison.results] == ["elu3", "strided2", "conv4"]
@@ -136,7 +139,7 @@ def test_best_model_is_chosen_once_and_ties_keep_the_params_order(tmp_path, monk
     report = reporting.render(comparison, figures)
     table = [line for line in report.splitlines() if line.startswith("| ") and "cifar10 |" in line]
     assert [row.split(" | ")[0] for row in table] == ["| strided2", "| conv4", "| elu3"]
-    assert "best test accuracy: **strided2 " in report and "## Sample test predictions of strided2" in report
+    assert "Chosen on validation: **strided2**" in report and "## Sample test predictions of strided2" in report
     assert "![strided2 normalized confusion matrix]" in report
 
 
