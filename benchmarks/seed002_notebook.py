@@ -45,9 +45,10 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("archive", type=Path)
 parser.add_argument("model", choices=sorted(NOTEBOOK_EPOCHS))
 parser.add_argument("epochs", type=int, nargs="?")
+parser.add_argument("--seed", type=int, default=0, help="the random seed (another one measures run-to-run spread)")
 args = parser.parse_args()
 epochs = args.epochs or NOTEBOOK_EPOCHS[args.model]
-keras.utils.set_random_seed(0)  # not in the notebook, which sets no seed
+keras.utils.set_random_seed(args.seed)  # not in the notebook, which sets no seed
 timer = EpochTimer()  # benchmark instrumentation, not in the notebook
 
 # --- from here on, the notebook ---

@@ -87,7 +87,7 @@ def accuracies_at(root: Path, rev: str | None) -> dict[tuple[str, str], float]:
     """{(architecture, "test"|"val"): accuracy} from the metrics files at ``rev`` (None: the workspace).
 
     Read file by file: `dvc.api.metrics_show` merges every file's keys into one dict and names a key's
-    file only where two files share it, so with one architecture `test_accuracy` would not say whose."""
+    file only where two files share it, so with one architecture `test_accuracy_tta` would not say whose."""
     try:
         fs = dvc.api.DVCFileSystem(str(root), rev=rev)
         found = {}

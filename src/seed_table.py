@@ -36,7 +36,8 @@ def recipe_text(config: dict) -> str:
         optimizer += f" (decay {config['decay']:g})"
     elif config.get("schedule", "constant") != "constant":
         optimizer += f" ({config['schedule']})"
-    parts = [f"{config['epochs']} epochs", f"batch {config['batch_size']}", optimizer, config["normalization"]]
+    epochs = f"{config['epochs']} epoch{'s' if config['epochs'] != 1 else ''}"
+    parts = [epochs, f"batch {config['batch_size']}", optimizer, config["normalization"]]
     augmentation = config.get("augmentation") or {}
     if augmentation:
         parts.append("aug " + ", ".join(f"{k} {v}" if v is not True else k for k, v in augmentation.items() if v))
@@ -97,7 +98,8 @@ def table(rows: list[Row]) -> pd.DataFrame:
             "pipeline, TTA": reporting.percent(result["test"]["test_accuracy_tta"]) if result else "–",
             "notebook's code here": reporting.percent(notebook["test_accuracy"]) if notebook else "–",
             "pipeline − notebook code (points)": _gap(single, notebook["test_accuracy"] if notebook else None),
-            "pipeline − figure (points)": _gap(single, reference.get("accuracy")) if comparable else "not comparable",
+            "notebook code − figure (points)": (_gap(notebook["test_accuracy"] if notebook else None,
+                                                     reference.get("accuracy")) if comparable else "not comparable"),
             "s / epoch": f"{train['seconds_per_epoch']:.1f}" if result else "–",
             "notebook s / epoch": f"{notebook['seconds_per_epoch']:.1f}" if notebook else "–",
             "ratio": (f"{train['seconds_per_epoch'] / notebook['seconds_per_epoch']:.2f}"

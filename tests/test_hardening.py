@@ -161,9 +161,9 @@ def test_seed_table_sets_each_row_beside_the_notebook_and_says_what_did_not_run(
     table = seed_table.table(rows)
     elu3 = table.loc["elu3"]
     assert (elu3["pipeline, one view"], elu3["notebook's code here"]) == ("73.50 %", "76.06 %")
-    assert elu3["pipeline − notebook code (points)"] == "-2.56" and elu3["pipeline − figure (points)"] == "-3.30"
+    assert elu3["pipeline − notebook code (points)"] == "-2.56" and elu3["notebook code − figure (points)"] == "-0.74"
     assert elu3["ratio"] == "1.25" and elu3["recipe"] == "20 epochs; batch 250; adam 0.001; standardize"
-    assert table.loc["conv4", "pipeline − figure (points)"] == "not comparable"
+    assert table.loc["conv4", "notebook code − figure (points)"] == "not comparable"
     assert table.loc["conv4", "notebook's figure"] == "44.50 % (cifar100)"
     assert table.loc["relu4", "pipeline, one view"] == "not trained yet"
     assert table.loc["vgg16_transfer", "pipeline, one view"] == "not run here"

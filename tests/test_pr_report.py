@@ -61,8 +61,8 @@ def repo(tmp_path_factory) -> Path:
     write(root, {
         "params.yaml": {"architectures": ["elu3", "strided2"],
                         "train": {"elu3": {"epochs": 1, "batch_size": 50}, "strided2": {"epochs": 1}}},
-        "reports/eval/elu3.json": {"test_accuracy": 0.60, "test_loss": 1.1},
-        "reports/eval/strided2.json": {"test_accuracy": 0.50, "test_loss": 1.4},
+        "reports/eval/elu3.json": {"test_accuracy_tta": 0.60, "test_loss": 1.1},
+        "reports/eval/strided2.json": {"test_accuracy_tta": 0.50, "test_loss": 1.4},
         "reports/train/elu3.json": {"val_accuracy": 0.58},
         "reports/train/strided2.json": {"val_accuracy": 0.48},
         "reports/figures/learning_curves.png": PNG + b"base",
@@ -75,9 +75,9 @@ def repo(tmp_path_factory) -> Path:
         "params.yaml": {"architectures": ["elu3", "vgg6"],
                         "train": {"elu3": {"epochs": 2, "batch_size": 50}, "strided2": {"epochs": 1},
                                   "vgg6": {"epochs": 1}}},
-        "reports/eval/elu3.json": {"test_accuracy": 0.65, "test_loss": 1.0},
+        "reports/eval/elu3.json": {"test_accuracy_tta": 0.65, "test_loss": 1.0},
         "reports/eval/strided2.json": None, "reports/train/strided2.json": None,
-        "reports/eval/vgg6.json": {"test_accuracy": 0.70, "test_loss": 0.9},
+        "reports/eval/vgg6.json": {"test_accuracy_tta": 0.70, "test_loss": 0.9},
         "reports/train/elu3.json": {"val_accuracy": 0.58},
         "reports/train/vgg6.json": {"val_accuracy": 0.69},
         "reports/figures/learning_curves.png": PNG + b"changed",
@@ -136,7 +136,7 @@ def test_one_architecture_per_side_is_still_named(repo, tmp_path):
     shutil.copytree(repo, one)
     sh(one, "git", "checkout", "-q", "-b", "only-elu3", "main")
     write(one, {"reports/eval/strided2.json": None, "reports/train/strided2.json": None,
-                "reports/eval/elu3.json": {"test_accuracy": 0.62}})
+                "reports/eval/elu3.json": {"test_accuracy_tta": 0.62}})
     commit(one, "elu3 alone")
     assert pr_report.accuracies(one, "HEAD") == {"elu3": {"test": (0.62, 0.62), "val": (0.58, 0.58)}}
     assert pr_report.accuracies(one, "main") == {

@@ -46,7 +46,9 @@ def root(tmp_path_factory, cifar10_archive) -> Path:
     tiny nets predict one class (10 % each), where promote's tests need a better and a worse one. The
     last tests switch `evaluate.tta` on."""
     root = tiny_repo(tmp_path_factory.mktemp("use_model"), cifar10_archive, ARCHITECTURES)
-    edit_params(root, **{"evaluate.tta": "none"})
+    # Seed 2: on this noise strided2 validates at 12 % and elu3 (seed 42) at 8 %, so promote, which
+    # chooses by validation accuracy, has a better and a worse model (seed 42 for both tied at 8 %).
+    edit_params(root, **{"evaluate.tta": "none", "train.strided2.seed": 2})
     sh(root, "dvc", "repro", *(f"evaluate@{name}" for name in ARCHITECTURES))
     return root
 

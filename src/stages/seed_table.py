@@ -74,10 +74,10 @@ def main(argv: list[str]) -> None:
         "*notebook's figure*: the test accuracy the notebook prints (official archive). *pipeline, one view*: "
         "the pipeline's test accuracy with one prediction per image, comparable with it; *TTA*: with "
         f"`evaluate.tta: {params['evaluate']['tta']}`. *notebook's code here*: the notebook's own code run on the "
-        "same archive and CPU (`python benchmarks/seed_notebooks.py ROW`). The two gaps split the distance to "
-        "the published figure into \"pipeline vs notebook code\" and \"this archive (JPEG quality 75) vs the "
-        "published figure\". *s / epoch*: median epoch, validation included; *ratio*: pipeline ÷ notebook "
-        "code.",
+        "same archive and CPU (`python benchmarks/seed_notebooks.py ROW`). The two gaps add up to the distance "
+        "from the published figure: *pipeline − notebook code* is the pipeline's, *notebook code − figure* "
+        "this archive's (a JPEG quality-75 re-encoding) and the notebook's own run-to-run spread. *s / epoch*: "
+        "median epoch, validation included; *ratio*: pipeline ÷ notebook code, on the same CPU.",
         "",
         "## Notes per row",
         "",
