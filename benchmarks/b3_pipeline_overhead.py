@@ -25,10 +25,13 @@ def downstream_of(repo: Path, names: list[str]) -> set[str]:
     import networkx as nx
     from dvc.repo import Repo
 
+    def in_dvc_yaml(stage) -> bool:  # not seeds/dvc.yaml's, whose stages have the same names
+        return Path(stage.dvcfile.path).resolve() == (repo / "dvc.yaml").resolve()
+
     with Repo(str(repo)) as dvc:
         graph = dvc.index.graph  # an edge runs from a stage to the stage whose outputs it reads
-        stages = {stage.name: stage for stage in graph}  # `addressing` is relative to the cwd
-        return {s.name for name in names for s in nx.ancestors(graph, stages[name])}
+        stages = {stage.name: stage for stage in graph if in_dvc_yaml(stage)}  # `addressing` is relative to the cwd
+        return {s.name for name in names for s in nx.ancestors(graph, stages[name]) if in_dvc_yaml(s)}
 
 
 def stages_to_rerun(repo: Path, architecture: str) -> list[str]:

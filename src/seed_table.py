@@ -41,6 +41,8 @@ def recipe_text(config: dict) -> str:
     augmentation = config.get("augmentation") or {}
     if augmentation:
         parts.append("aug " + ", ".join(f"{k} {v}" if v is not True else k for k, v in augmentation.items() if v))
+    if config.get("drop_remainder"):
+        parts.append("full batches only")
     if config.get("early_stopping"):
         parts.append(f"early stopping on {config['early_stopping']['monitor']}")
     if config.get("init_from"):
@@ -177,7 +179,9 @@ def augmented_figure(images: np.ndarray, config: dict, name: str, copies: int = 
             grid[row, column].set_xticks([])
             grid[row, column].set_yticks([])
         grid[row, 0].set_title("original" if row == 0 else "", fontsize=8)
-    figure.suptitle(f"{name}: training images as augmented ({', '.join(config['augmentation'])})", fontsize=10)
+    used = ", ".join(f"{key} {value}" if value is not True else key
+                     for key, value in config["augmentation"].items() if value)
+    figure.suptitle(f"{name}: training images as augmented ({used})", fontsize=10)
     figure.tight_layout()
     return figure
 

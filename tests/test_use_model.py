@@ -113,7 +113,7 @@ def test_promote_registers_the_best_model_under_the_champion_alias(root, promoti
 
 @pytest.mark.parametrize(("argument", "fragments"), [
     ("resnet_nope", ["unknown architecture 'resnet_nope'", "elu3, strided2"]),
-    ("relu4", ["test metrics of relu4 is missing", "dvc repro evaluate@relu4"]),
+    ("relu4", ["training metrics of relu4 is missing", "dvc repro train@relu4"]),
 ])
 def test_promote_names_what_to_fix(root, argument, fragments):
     assert_one_error_line(run(root, "src.promote", argument), *fragments)
@@ -170,7 +170,7 @@ def keras_probabilities(root: Path, name: str, pixels: np.ndarray) -> np.ndarray
     import keras
     import yaml
 
-    from src.models import with_tta
+    from src.tta import with_tta
 
     tta = yaml.safe_load((root / "params.yaml").read_text())["evaluate"]["tta"]
     return with_tta(keras.models.load_model(root / f"models/{name}.keras"), tta).predict(pixels, verbose=0)
