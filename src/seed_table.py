@@ -194,7 +194,7 @@ def model_summary(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_dataset(params: dict, classes: dict) -> None:
+def check_dataset(classes: dict) -> None:
     if classes["dataset"] != "cifar10":
         raise PipelineError(f"the seed table compares CIFAR-10 runs with the notebooks; `data.dataset` is "
                             f"{classes['dataset']}: set it to cifar10 (official md5 {DATASETS['cifar10']['md5']})")

@@ -31,7 +31,7 @@ def train_accuracy(name: str) -> float:
 def main(argv: list[str]) -> None:
     params = load_params()
     classes = load_classes(paths.PROCESSED_DIR)
-    seed_table.check_dataset(params, classes)
+    seed_table.check_dataset(classes)
     rows = seed_table.collect(params)
     figures_link = "../" + paths.SEEDS_FIGURES_DIR.as_posix()
     train_images = load_array(paths.PROCESSED_DIR, "train_images", "run `dvc repro preprocess`")
