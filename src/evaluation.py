@@ -34,14 +34,22 @@ def load_model(path) -> keras.Model:
                             "`dvc repro --force` on its train stage") from None
 
 
-def validation_accuracy(model: keras.Model, single_view: keras.Model, images: np.ndarray, one_hot: np.ndarray,
-                        batch_size: int) -> dict:
-    """The validation images scored as the test images are, so that test-time augmentation (like everything
-    else) is chosen on validation: `val_accuracy_tta` against `val_accuracy_single_view`."""
+def accuracy_by_view(split: str, views: dict[str, keras.Model], images: np.ndarray, one_hot: np.ndarray,
+                     batch_size: int) -> dict:
+    """`{split}_accuracy_{view}` of each net in ``views``: the validation images scored as the test images
+    are, so that test-time augmentation (like everything else) is chosen on validation (`val_accuracy_tta`
+    against `val_accuracy_single_view`); the training images in inference mode, the overfitting gap
+    (`train_accuracy_single_view` against the test's)."""
     actual = one_hot.argmax(axis=1)
-    return {f"val_accuracy_{view}": round(float(accuracy_score(actual, net.predict(images, batch_size=batch_size,
-                                                                                 verbose=0).argmax(axis=1))), 6)
-            for view, net in (("single_view", single_view), ("tta", model))}
+    return {f"{split}_accuracy_{view}": round(float(accuracy_score(actual, net.predict(images, batch_size=batch_size,
+                                                                                      verbose=0).argmax(axis=1))), 6)
+            for view, net in views.items()}
+
+
+def model_summary(model: keras.Model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line), line_length=100)
+    return "\n".join(lines) + "\n"
 
 
 def evaluate(model: keras.Model, images: np.ndarray, one_hot: np.ndarray, class_names: list[str],

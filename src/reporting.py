@@ -150,7 +150,9 @@ def collect_architecture(name: str, table: str = "default") -> dict:
     fix_train, fix_eval = f"run `dvc repro {pipeline}train@{name}`", f"run `dvc repro {pipeline}evaluate@{name}`"
     train = read_json(layout.train_metrics_dir / f"{name}.json", f"training metrics of {name}", fix_train)
     test = read_json(layout.eval_dir / f"{name}.json", f"test metrics of {name}", fix_eval)
-    run = read_json(layout.run_file(name), f"MLflow run id of {name}", fix_train)
+    details = layout.details_dir / name
+    # The evaluate stage's copy of NAME.run.json: committed, where the model and its run.json are DVC-cached.
+    run = read_json(details / "training_run.json", f"MLflow run id of {name}", fix_eval)
     for what, source, keys in (("training metrics", train, ("val_accuracy", "train_seconds", "epochs_run")),
                                ("test metrics", test, ("test_accuracy_single_view", "test_accuracy_tta",
                                                        "test_loss_tta"))):
@@ -158,7 +160,6 @@ def collect_architecture(name: str, table: str = "default") -> dict:
         if missing:
             raise PipelineError(f"{what} of {name} lack {', '.join(missing)}; "
                                 f"{fix_train if what.startswith('training') else fix_eval}")
-    details = layout.details_dir / name
     return {
         "name": name, "train": train, "test": test, "run": run,
         "history": read_csv(layout.history_dir / f"{name}.csv", f"training history of {name}", fix_train),

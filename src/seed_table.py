@@ -5,7 +5,6 @@ beside the notebook's printed figure and, where run, the notebook's own code on 
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -59,7 +58,8 @@ def collect(params: dict) -> list[Row]:
     rows = []
     for name in names:
         result = None
-        done = (paths.layout("seeds").eval_dir / f"{name}.json").exists()
+        # The evaluate stage's last file: a row counts once its provenance is committed beside its scores.
+        done = (paths.layout("seeds").details_dir / name / "training_run.json").exists()
         if name in trained and done:
             result = reporting.collect_architecture(name, "seeds")
         notebook_file = paths.NOTEBOOK_RESULTS_DIR / f"{name}.json"
@@ -74,6 +74,19 @@ def _gap(ours: float | None, theirs: float | None) -> str:
     if ours is None or theirs is None:
         return "–"
     return f"{100 * (ours - theirs):+.2f}"
+
+
+def _ratio(train: dict, run: dict, notebook: dict) -> str:
+    """Pipeline ÷ notebook seconds per epoch, only where both ran on the same CPU (family/model): per-epoch
+    times of the machines here differ 2-4x between CPU generations."""
+    if run.get("cpu_family_model") != notebook["cpu_family_model"]:
+        return "other CPU"
+    return f"{train['seconds_per_epoch'] / notebook['seconds_per_epoch']:.2f}"
+
+
+def _device(run: dict) -> str:
+    family_model = run.get("cpu_family_model")
+    return run.get("device", "–") + (f", family/model {family_model}" if family_model else "")
 
 
 def table(rows: list[Row]) -> pd.DataFrame:
@@ -104,8 +117,7 @@ def table(rows: list[Row]) -> pd.DataFrame:
                                                      reference.get("accuracy")) if comparable else "not comparable"),
             "s / epoch": f"{train['seconds_per_epoch']:.1f}" if result else "–",
             "notebook s / epoch": f"{notebook['seconds_per_epoch']:.1f}" if notebook else "–",
-            "ratio": (f"{train['seconds_per_epoch'] / notebook['seconds_per_epoch']:.2f}"
-                      if result and notebook else "–"),
+            "ratio": _ratio(train, result["run"], notebook) if result and notebook else "–",
             "training time": f"{train['train_seconds'] / 60:.1f} min" if result else "–",
         }
     return pd.DataFrame.from_dict(records, orient="index").rename_axis("row")
@@ -116,7 +128,7 @@ def provenance(rows: list[Row]) -> pd.DataFrame:
     for row in rows:
         if row.result:
             run = row.result["run"]
-            records[row.name] = {"by": "pipeline", "device": run.get("device", "–"),
+            records[row.name] = {"by": "pipeline", "device": _device(run),
                                  "commit": f"`{run.get('git_commit', 'unknown')[:10]}`"
                                            + (" (dirty)" if run.get("git_dirty") == "true" else ""),
                                  "training data md5": f"`{run.get('data_md5', 'unknown')}`",
@@ -125,7 +137,8 @@ def provenance(rows: list[Row]) -> pd.DataFrame:
             notebook = row.notebook
             records[f"{row.name} (notebook's code)"] = {
                 "by": f"`{notebook['command']}`",
-                "device": f"CPU: {notebook['cpu_model']} ({notebook['cpu_family_model']}; {notebook['cpu_flags']})",
+                "device": f"CPU: {notebook['cpu_model']} ({notebook['cpu_flags']}), "
+                          f"family/model {notebook['cpu_family_model']}",
                 "commit": "–", "training data md5": "the archive (`data.md5`)", "MLflow run": notebook["date"]}
     return pd.DataFrame.from_dict(records, orient="index").rename_axis("row")
 
@@ -184,14 +197,6 @@ def augmented_figure(images: np.ndarray, config: dict, name: str, copies: int = 
     figure.suptitle(f"{name}: training images as augmented ({used})", fontsize=10)
     figure.tight_layout()
     return figure
-
-
-def model_summary(path: Path) -> str:
-    import keras
-
-    lines: list[str] = []
-    keras.models.load_model(path).summary(print_fn=lambda line, **_: lines.append(line), line_length=100)
-    return "\n".join(lines) + "\n"
 
 
 def check_dataset(classes: dict) -> None:

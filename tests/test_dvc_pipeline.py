@@ -322,7 +322,10 @@ def test_seed_table_is_its_own_pipeline_and_a_continuation_follows_its_parent(tm
     table = (root / "reports/seeds.md").read_text()
     assert "| vgg6_bn_aug | 004 |" in table and "continues vgg6_bn" in table and "| relu4 | 001 |" in table
     assert (root / "seeds/figures/augmented_vgg6_bn_aug.png").read_bytes().startswith(PNG_MAGIC)
-    assert "Model summaries: [elu3](../seeds/figures/summary_elu3.txt)" in table
+    assert "Model summaries: [elu3](../seeds/reports/details/elu3/summary.txt)" in table
+    assert "Total params" in (root / "seeds/reports/details/elu3/summary.txt").read_text()
+    assert re.search(r"elu3: accuracy on its own training images in inference mode \d+\.\d\d %", table)
+    assert re.search(r"\| elu3 \| pipeline \| CPU: .*, family/model \d+/\d+ \|", table)
     # The continuation starts from its parent's trained model, and MLflow says which run that was.
     import mlflow
 
@@ -335,3 +338,9 @@ def test_seed_table_is_its_own_pipeline_and_a_continuation_follows_its_parent(tm
     assert seeds_output_stages(sh(root, "dvc", "repro", "seeds/dvc.yaml")) == [
         "continue@vgg6_bn_aug", "evaluate@vgg6_bn", "evaluate_continued@vgg6_bn_aug", "table", "train@vgg6_bn"]
     assert "up to date" in sh(root, "dvc", "status", "dvc.yaml")
+    # The table reads committed files only: a clone without the models or the DVC cache regenerates it.
+    table = (root / "reports/seeds.md").read_text()
+    shutil.rmtree(root / "seeds/models")
+    shutil.rmtree(root / ".dvc/cache")
+    sh(root, "dvc", "repro", "--single-item", "--force", "seeds/dvc.yaml:table")
+    assert (root / "reports/seeds.md").read_text() == table

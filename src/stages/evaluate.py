@@ -2,10 +2,12 @@
 
 Usage: python -m src.stages.evaluate NAME [--table seeds]. Params: evaluate.batch_size, evaluate.tta (the
 test-time augmentation of the `*_tta` metrics). Writes reports/eval/NAME.json (DVC metrics: the test scores,
-and the validation accuracy with and without test-time augmentation, to choose it by),
-reports/predictions/NAME.csv (one row per test image, DVC's confusion plot) and reports/details/NAME/
-(per-class scores, confusion counts and heatmap), under seeds/ for the seed table; logs all of it into the
-MLflow run that trained the model, without reopening it.
+the validation accuracy with and without test-time augmentation, to choose it by, and the training images'
+accuracy, the overfitting gap), reports/predictions/NAME.csv (one row per test image, DVC's confusion plot)
+and reports/details/NAME/ (per-class scores, confusion counts and heatmap, the model's summary and
+training_run.json: the MLflow run, commit, data md5 and CPU it trained with), under seeds/ for the seed
+table; logs all of it into the MLflow run that trained the model, without reopening it. Everything the
+report and the seed table read is in these committed files, none in the DVC cache.
 """
 
 from pathlib import Path
@@ -14,17 +16,25 @@ from src import config as paths
 from src import reporting, tracking
 from src.data import load_array, load_classes
 from src.errors import run_stage
-from src.evaluation import evaluate, load_model, validation_accuracy
+from src.evaluation import accuracy_by_view, evaluate, load_model, model_summary
 from src.fileio import atomic_dir, atomic_path, read_json, write_json
 from src.params import load_params
 from src.stages import stage_arguments
 
+# Where the model trained, from its MLflow run: read here because the model file and its run.json live in
+# the DVC cache, which a clone (or the next machine) may not have.
+CPU_TAGS = ("cpu_model", "cpu_family_model", "cpu_flags")
 
-def write_details(folder: Path, name: str, result) -> None:
+
+def write_details(folder: Path, name: str, result, net, trained: dict) -> None:
     result.per_class.round(4).to_csv(folder / "per_class.csv")
     result.confusion.to_csv(folder / "confusion_matrix.csv")
     figure = reporting.confusion_figure(result.confusion, f"{name}: test confusion matrix (counts)")
     reporting.save_figure(figure, folder / "confusion_matrix.png")
+    (folder / "summary.txt").write_text(model_summary(net))
+    run = tracking.find_run(trained["run_id"])
+    cpu = {tag: run.data.tags[tag] for tag in CPU_TAGS if tag in run.data.tags} if run else {}
+    write_json(folder / "training_run.json", {**trained, **cpu})
 
 
 def main(argv: list[str]) -> None:
@@ -47,13 +57,17 @@ def main(argv: list[str]) -> None:
     batch_size, wrapped = params["evaluate"]["batch_size"], with_tta(net, tta)
     result = evaluate(wrapped, images, labels, classes["class_names"], batch_size, single_view=net)
     fix = "run `dvc repro split`"
-    result.metrics.update(validation_accuracy(wrapped, net, load_array(paths.SPLIT_DIR, "val_images", fix),
-                                              load_array(paths.SPLIT_DIR, "val_labels", fix), batch_size))
+    result.metrics.update(accuracy_by_view("val", {"single_view": net, "tta": wrapped},
+                                           load_array(paths.SPLIT_DIR, "val_images", fix),
+                                           load_array(paths.SPLIT_DIR, "val_labels", fix), batch_size))
+    result.metrics.update(accuracy_by_view("train", {"single_view": net},
+                                           load_array(paths.SPLIT_DIR, "train_images", fix),
+                                           load_array(paths.SPLIT_DIR, "train_labels", fix), batch_size))
 
     # Logged from inside atomic_dir: the details folder appears only if MLflow took them too.
     with atomic_dir(layout.details_dir / name) as details, \
             tracking.evaluation_run(name, trained, layout.model_file(name), classes["dataset"]) as run_id:
-        write_details(details, name, result)
+        write_details(details, name, result, net, trained)
         tracking.log_evaluation(run_id, result.metrics, tta, details,
                                 result.per_class.round(4).to_dict(orient="index"))
     with atomic_path(layout.predictions_dir / f"{name}.csv") as tmp:

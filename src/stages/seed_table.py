@@ -1,8 +1,9 @@
 """Stage `table` of seeds/dvc.yaml: reports/seeds.md and seeds/figures/, the seed notebooks' table.
 
 Params: seeds (rows, recipes, the notebooks' figures), data, split and evaluate.tta (traceability). Reads
-the rows' results under seeds/ and the notebooks' own runs in seeds/notebooks/; rows not trained yet stay
-in the table, marked so (the work is in src/seed_table.py).
+the rows' committed results under seeds/reports/ (never the DVC-cached models, so a clone regenerates it)
+and the notebooks' own runs in seeds/notebooks/; rows not trained yet stay in the table, marked so (the
+work is in src/seed_table.py).
 """
 
 import hashlib
@@ -15,17 +16,6 @@ from src.fileio import atomic_dir, atomic_path
 from src.params import load_params
 
 OVERFITTING_ROW = "elu3"  # seed 000 shows its train accuracy (inference mode) beside its test accuracy
-
-
-def train_accuracy(name: str) -> float:
-    """The row's saved model on its own training images, in inference mode (no dropout)."""
-    import keras
-
-    keras.utils.disable_interactive_logging()
-    images = load_array(paths.SPLIT_DIR, "train_images", "run `dvc repro split`")
-    labels = load_array(paths.SPLIT_DIR, "train_labels", "run `dvc repro split`")
-    predicted = keras.models.load_model(paths.layout("seeds").model_file(name)).predict(images, batch_size=1000)
-    return float((predicted.argmax(axis=1) == labels.argmax(axis=1)).mean())
 
 
 def main(argv: list[str]) -> None:
@@ -46,17 +36,12 @@ def main(argv: list[str]) -> None:
                 figure = seed_table.augmented_figure(train_images[:4], row.recipe, row.name)
                 reporting.save_figure(figure, folder / f"augmented_{row.name}.png")
                 sections.append(f"![{row.name}: augmented training images]({figures_link}/augmented_{row.name}.png)")
-        summaries = []
-        for row in rows:
-            if row.result:
-                (folder / f"summary_{row.name}.txt").write_text(
-                    seed_table.model_summary(paths.layout("seeds").model_file(row.name)))
-                summaries.append(f"[{row.name}]({figures_link}/summary_{row.name}.txt)")
+    details_link = "../" + paths.layout("seeds").details_dir.as_posix()
+    summaries = [f"[{row.name}]({details_link}/{row.name}/summary.txt)" for row in rows if row.result]
     overfitting = next((r for r in rows if r.name == OVERFITTING_ROW and r.result), None)
     gap = ""
     if overfitting:
-        train = train_accuracy(OVERFITTING_ROW)
-        test = overfitting.result["test"]["test_accuracy_single_view"]
+        train, test = (overfitting.result["test"][f"{split}_accuracy_single_view"] for split in ("train", "test"))
         gap = (f"Seed 000's overfitting figure, for {OVERFITTING_ROW}: accuracy on its own training images in "
                f"inference mode {reporting.percent(train)}, on the test set {reporting.percent(test)} (the "
                "notebook: 95.4 % and 76.8 %).")
@@ -77,7 +62,9 @@ def main(argv: list[str]) -> None:
         "same archive and CPU (`python benchmarks/seed_notebooks.py ROW`). The two gaps add up to the distance "
         "from the published figure: *pipeline − notebook code* is the pipeline's, *notebook code − figure* "
         "this archive's (a JPEG quality-75 re-encoding) and the notebook's own run-to-run spread. *s / epoch*: "
-        "median epoch, validation included; *ratio*: pipeline ÷ notebook code, on the same CPU.",
+        "median epoch, validation included; *ratio*: pipeline ÷ notebook code where both ran on the same CPU "
+        "(family/model in the provenance; *other CPU* where not: per-epoch times differ 2-4x between the "
+        "CPU generations these machines have).",
         "",
         "## Notes per row",
         "",
