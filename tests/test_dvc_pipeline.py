@@ -338,6 +338,15 @@ def test_seed_table_is_its_own_pipeline_and_a_continuation_follows_its_parent(tm
     assert seeds_output_stages(sh(root, "dvc", "repro", "seeds/dvc.yaml")) == [
         "continue@vgg6_bn_aug", "evaluate@vgg6_bn", "evaluate_continued@vgg6_bn_aug", "table", "train@vgg6_bn"]
     assert "up to date" in sh(root, "dvc", "status", "dvc.yaml")
+    # The commit a row names is the one its training started from (its MLflow run's tag), not where HEAD
+    # stood when a long training ended (what NAME.run.json records).
+    retrained = json.loads((root / "seeds/models/vgg6_bn.run.json").read_text())["run_id"]
+    client.set_tag(retrained, "git_commit", "0" * 40)
+    sh(root, "dvc", "repro", "--force", "--single-item", "seeds/dvc.yaml:evaluate@vgg6_bn")
+    provenance = json.loads((root / "seeds/reports/details/vgg6_bn/training_run.json").read_text())
+    assert provenance["run_id"] == retrained and provenance["git_commit"] == "0" * 40
+    assert provenance["cpu_family_model"] == client.get_run(retrained).data.tags["cpu_family_model"]
+    sh(root, "dvc", "repro", "--single-item", "seeds/dvc.yaml:table")
     # The table reads committed files only: a clone without the models or the DVC cache regenerates it.
     table = (root / "reports/seeds.md").read_text()
     shutil.rmtree(root / "seeds/models")

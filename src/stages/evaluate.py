@@ -21,9 +21,9 @@ from src.fileio import atomic_dir, atomic_path, read_json, write_json
 from src.params import load_params
 from src.stages import stage_arguments
 
-# Where the model trained, from its MLflow run: read here because the model file and its run.json live in
-# the DVC cache, which a clone (or the next machine) may not have.
-CPU_TAGS = ("cpu_model", "cpu_family_model", "cpu_flags")
+# The code and CPU a model trained with, as its MLflow run recorded them when training started: NAME.run.json
+# takes the commit when training ends, which a long training can outlast.
+TRAINING_TAGS = ("git_commit", "git_dirty", "cpu_model", "cpu_family_model", "cpu_flags")
 
 
 def write_details(folder: Path, name: str, result, net, trained: dict) -> None:
@@ -32,9 +32,10 @@ def write_details(folder: Path, name: str, result, net, trained: dict) -> None:
     figure = reporting.confusion_figure(result.confusion, f"{name}: test confusion matrix (counts)")
     reporting.save_figure(figure, folder / "confusion_matrix.png")
     (folder / "summary.txt").write_text(model_summary(net))
+    # Committed, unlike the model and NAME.run.json (DVC cache): what the report and the seed table read.
     run = tracking.find_run(trained["run_id"])
-    cpu = {tag: run.data.tags[tag] for tag in CPU_TAGS if tag in run.data.tags} if run else {}
-    write_json(folder / "training_run.json", {**trained, **cpu})
+    tags = {tag: run.data.tags[tag] for tag in TRAINING_TAGS if tag in run.data.tags} if run else {}
+    write_json(folder / "training_run.json", {**trained, **tags})
 
 
 def main(argv: list[str]) -> None:
