@@ -538,7 +538,7 @@ def test_member_without_write_permission_cannot_log_into_the_experiment(stack, l
 
 # --- a sweep over two hosts ---------------------------------------------------------------------
 
-# One experiment per host: the queue running several tasks in turn is test_experiments's; here what
+# One experiment per host: a queue of several tasks is test_experiments's to test; here what
 # matters is the split, the kill and the rerun, and each experiment costs a minute.
 GRID = {"h1": {"h1-lr2": 0.002}, "h2": {"h2-lr4": 0.004}}
 HOST_MEMBER = {"h1": "alice", "h2": "bob", "h3": "dave"}
