@@ -128,10 +128,6 @@ class Lookahead(keras.callbacks.Callback):
             weight.assign(slow)
 
 
-def _no_progress() -> dict:
-    return {"epochs": [], "train_seconds": 0.0, "validation_seconds": 0.0, "run_id": None}
-
-
 class EpochBackup(keras.callbacks.Callback):
     """Lets a fit that was killed resume at its last finished epoch, where DVC reruns the stage.
 
@@ -139,10 +135,10 @@ class EpochBackup(keras.callbacks.Callback):
     variable (the random layers' seed-generator states included: Keras' BackupAndRestore saves weights
     and optimizer only, so a resumed fit would replay the first epoch's flips, shifts and dropout masks,
     keras-team/keras#19796), the optimizer's variables, the finished epochs' history and seconds, and
-    the MLflow run that trained them (``run_id``, set by the stage). :func:`train` restores it, skips the finished
-    epochs' batches so the data order goes on where it stopped, and fits the remaining epochs: the
-    result is the uninterrupted fit's. A backup made with other params, data or code (``fingerprint``)
-    is ignored.
+    the MLflow run that trained them (``run_id``, set by the stage). :func:`train` restores it, skips
+    the finished epochs' batches so the data order goes on where it stopped, and fits the remaining
+    epochs: the result is the uninterrupted fit's. A backup made with other params, data or code
+    (``fingerprint``), or unreadable, is ignored.
     """
 
     STATE, PROGRESS = "variables.npz", "progress.json"
@@ -150,12 +146,11 @@ class EpochBackup(keras.callbacks.Callback):
     def __init__(self, folder: Path | str, fingerprint: str):
         super().__init__()
         self.folder, self.fingerprint = Path(folder), fingerprint
-        self.progress = _no_progress()
-        saved = self.folder / self.PROGRESS
-        if saved.is_file():
-            progress = json.loads(saved.read_text())
-            if progress.get("fingerprint") == fingerprint:
-                self.progress = progress
+        self.progress = {"epochs": [], "train_seconds": 0.0, "validation_seconds": 0.0, "run_id": None}
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads((self.folder / self.PROGRESS).read_text())
+            if saved.get("fingerprint") == fingerprint:
+                self.progress = saved
 
     @property
     def epochs_done(self) -> int:
@@ -202,11 +197,6 @@ class EpochBackup(keras.callbacks.Callback):
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):  # the backups' folder, once no training has one
             self.folder.parent.rmdir()
-
-    def discard(self) -> None:
-        """Train from the first epoch."""
-        self.remove()
-        self.progress = _no_progress()
 
 
 def fingerprint(*parts) -> str:
@@ -281,7 +271,7 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
                   metrics=["accuracy"], jit_compile=config.get("jit_compile", False))
     done = backup.epochs_done if backup else 0
-    finished_epochs = list(backup.progress["epochs"]) if backup else []
+    finished_epochs = list(backup.progress["epochs"]) if done else []
     if done:
         backup.restore(model)
         print(f"{model.name}: resuming after epoch {done}/{config['epochs']} from {backup.folder}", flush=True)
@@ -304,7 +294,8 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     val_batches = make_dataset(*val_data, max(batch_size, 500))
     started = time.perf_counter()
     if backup:
-        backup.log = log  # whose validation seconds it adds up; last, so a backed-up epoch was logged everywhere
+        backup.log = log  # whose validation seconds the backup adds up
+    # The backup comes last: an epoch it holds has been through every other callback (MLflow's too).
     fit = model.fit(train_batches, steps_per_epoch=steps, validation_data=val_batches, initial_epoch=done,
                     epochs=config["epochs"], verbose=0, shuffle=False,  # make_dataset already shuffles
                     callbacks=callbacks + (extra_callbacks or []) + ([backup] if backup else []))
@@ -314,7 +305,7 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     saved = model.evaluate(val_batches, return_dict=True, verbose=0)
     history = pd.DataFrame(fit.history)
     if done:
-        history = pd.concat([pd.DataFrame(finished_epochs[:done]), history], ignore_index=True)
+        history = pd.concat([pd.DataFrame(finished_epochs), history], ignore_index=True)
         train_seconds += backup.carried[0]
         log.validation_seconds += backup.carried[1]
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
