@@ -200,8 +200,12 @@ class EpochBackup(keras.callbacks.Callback):
 
 
 def fingerprint(*parts) -> str:
-    """What a backup must have been made with to be resumed: the params, data and code, as JSON."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    """What a backup must have been made with to be resumed: ``parts`` (params, data), as JSON, and
+    the code, every module of src/."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for module in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        digest.update(module.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass

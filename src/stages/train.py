@@ -8,8 +8,6 @@ holds the last finished epoch: a killed training rerun with the same params, dat
 in a new MLflow run (tag `resumed_from_run_id`) that holds every epoch.
 """
 
-from pathlib import Path
-
 from src import config as paths
 from src import tracking
 from src.data import load_array, load_classes, normalization_stats
@@ -62,9 +60,8 @@ def main(argv: list[str]) -> None:
                                              f"retrain {parent} (`dvc repro seeds/dvc.yaml`)")["run_id"]
     backup = None
     if training.resumable(config):
-        code_md5 = tracking.files_md5(sorted(Path(__file__).resolve().parents[1].rglob("*.py")))
         backup = training.EpochBackup(layout.models_dir / "backup" / name, training.fingerprint(
-            name, table, config, tags["data_md5"], code_md5, keras.__version__))
+            name, table, config, tags["data_md5"], keras.__version__))
         if backup.epochs_done:
             tags["resumed_from_run_id"] = backup.run_id
     logged_params = {**config, "parameters": model.count_params(), "dataset": classes["dataset"],
