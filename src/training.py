@@ -1,9 +1,14 @@
 """Train one architecture: tf.data input, optimizer and schedule from params, Keras callbacks."""
 
+import contextlib
+import hashlib
+import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,6 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from src.errors import PipelineError
+from src.fileio import atomic_dir
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
 
@@ -122,6 +128,86 @@ class Lookahead(keras.callbacks.Callback):
             weight.assign(slow)
 
 
+class EpochBackup(keras.callbacks.Callback):
+    """Lets a fit that was killed resume at its last finished epoch, where DVC reruns the stage.
+
+    After every epoch, the whole training state goes to one folder, replaced atomically: every model
+    variable (the random layers' seed-generator states included: Keras' BackupAndRestore saves weights
+    and optimizer only, so a resumed fit would replay the first epoch's flips, shifts and dropout masks,
+    keras-team/keras#19796), the optimizer's variables, the finished epochs' history and seconds, and
+    the MLflow run that trained them (``run_id``, set by the stage). :func:`train` restores it, skips
+    the finished epochs' batches so the data order goes on where it stopped, and fits the remaining
+    epochs: the result is the uninterrupted fit's. A backup made with other params, data or code
+    (``fingerprint``), or unreadable, is ignored.
+    """
+
+    STATE, PROGRESS = "variables.npz", "progress.json"
+
+    def __init__(self, folder: Path | str, fingerprint: str):
+        super().__init__()
+        self.folder, self.fingerprint = Path(folder), fingerprint
+        self.progress = {"epochs": [], "train_seconds": 0.0, "validation_seconds": 0.0, "run_id": None}
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads((self.folder / self.PROGRESS).read_text())
+            if saved.get("fingerprint") == fingerprint:
+                self.progress = saved
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.progress["epochs"])
+
+    @property
+    def run_id(self) -> str | None:
+        return self.progress["run_id"]
+
+    @run_id.setter
+    def run_id(self, run_id: str) -> None:
+        self.progress["run_id"] = run_id
+
+    def _state(self) -> list:
+        return list(self.model.variables) + list(self.model.optimizer.variables)
+
+    def restore(self, model: keras.Model) -> None:
+        """Load the saved variables into ``model``, compiled and built as when they were saved."""
+        model.optimizer.build(model.trainable_variables)
+        self.set_model(model)
+        with np.load(self.folder / self.STATE) as saved:
+            values = [saved[f"v{index}"] for index in range(len(saved.files))]
+        state = self._state()
+        if [tuple(v.shape) for v in state] != [value.shape for value in values]:
+            raise PipelineError(f"the training backup in {self.folder} does not fit the model; delete the folder")
+        for variable, value in zip(state, values, strict=True):
+            variable.assign(value)
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+        self.carried = self.progress["train_seconds"], self.progress["validation_seconds"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress["epochs"].append({key: float(value) for key, value in (logs or {}).items()})
+        self.progress["train_seconds"] = self.carried[0] + time.perf_counter() - self.started
+        self.progress["validation_seconds"] = self.carried[1] + self.log.validation_seconds
+        with atomic_dir(self.folder) as tmp:
+            np.savez(tmp / self.STATE, **{f"v{index}": keras.ops.convert_to_numpy(variable)
+                                          for index, variable in enumerate(self._state())})
+            (tmp / self.PROGRESS).write_text(json.dumps({**self.progress, "fingerprint": self.fingerprint}))
+
+    def remove(self) -> None:
+        """Once the trained model is saved, the backup has served."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the backups' folder, once no training has one
+            self.folder.parent.rmdir()
+
+
+def fingerprint(*parts) -> str:
+    """What a backup must have been made with to be resumed: ``parts`` (params, data), as JSON, and
+    the code, every module of src/."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for module in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        digest.update(module.read_bytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class TrainingResult:
     history: pd.DataFrame
@@ -170,9 +256,16 @@ def monitor_of(config: dict) -> str:
     return (config.get("early_stopping") or {}).get("monitor", "val_accuracy")
 
 
+def resumable(config: dict) -> bool:
+    """Lookahead's slow weights and EarlyStopping's patience live in callbacks no backup holds: a fit
+    using either starts over when interrupted."""
+    return not (config.get("lookahead") or config.get("early_stopping"))
+
+
 def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
-          extra_callbacks: list | None = None) -> TrainingResult:
+          extra_callbacks: list | None = None, backup: EpochBackup | None = None) -> TrainingResult:
     """Compile and fit ``model`` as the train section ``config`` says; return its per-epoch history.
+    With ``backup`` (where :func:`resumable`), an interrupted fit resumes from it.
 
     Call :func:`make_deterministic` before building ``model``: its initial weights come from the seed.
     """
@@ -181,6 +274,11 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     model.compile(optimizer=make_optimizer(config, steps),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
                   metrics=["accuracy"], jit_compile=config.get("jit_compile", False))
+    done = backup.epochs_done if backup else 0
+    finished_epochs = list(backup.progress["epochs"]) if done else []
+    if done:
+        backup.restore(model)
+        print(f"{model.name}: resuming after epoch {done}/{config['epochs']} from {backup.folder}", flush=True)
     log = EpochLog(model.name, config["epochs"])
     callbacks = [log]
     if config.get("lookahead"):
@@ -195,16 +293,25 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     # image (py-spy: ~IteratorResource waiting on tf.data's thread pool), 25 % of an epoch here.
     train_batches = make_dataset(*train_data, batch_size, shuffle_seed=config["seed"],
                                  drop_remainder=config.get("drop_remainder", False)).repeat()
+    if done:  # the same shuffled order, from the first batch the backup has not seen
+        train_batches = train_batches.skip(done * steps)
     val_batches = make_dataset(*val_data, max(batch_size, 500))
     started = time.perf_counter()
-    fit = model.fit(train_batches, steps_per_epoch=steps, validation_data=val_batches,
-                    epochs=config["epochs"], callbacks=callbacks + (extra_callbacks or []), verbose=0,
-                    shuffle=False)  # make_dataset already shuffles, with the seed
+    if backup:
+        backup.log = log  # whose validation seconds the backup adds up
+    # The backup comes last: an epoch it holds has been through every other callback (MLflow's too).
+    fit = model.fit(train_batches, steps_per_epoch=steps, validation_data=val_batches, initial_epoch=done,
+                    epochs=config["epochs"], verbose=0, shuffle=False,  # make_dataset already shuffles
+                    callbacks=callbacks + (extra_callbacks or []) + ([backup] if backup else []))
     train_seconds = time.perf_counter() - started
     # What callbacks do at the end of training (Lookahead's final average, EarlyStopping's restore) comes
     # after the last validation: score the weights that are saved, not the last epoch's.
     saved = model.evaluate(val_batches, return_dict=True, verbose=0)
     history = pd.DataFrame(fit.history)
+    if done:
+        history = pd.concat([pd.DataFrame(finished_epochs), history], ignore_index=True)
+        train_seconds += backup.carried[0]
+        log.validation_seconds += backup.carried[1]
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     history = history[HISTORY_COLUMNS]
     monitor = monitor_of(config)

@@ -44,6 +44,45 @@ def test_same_params_give_identical_metrics_and_weights(name):
     assert not first_history.equals(other_history)
 
 
+def stop_after(epoch: int):
+    """A callback that interrupts the fit at the end of ``epoch``, as a signal would."""
+    import keras
+
+    def stop(index, logs):
+        if index + 1 == epoch:
+            raise KeyboardInterrupt(f"after epoch {epoch}")
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=stop)
+
+
+def test_an_interrupted_fit_resumes_from_its_backup_as_if_never_stopped(tmp_path):
+    # Augmentation and dropout: random layers whose seed-generator states Keras' own backup loses.
+    config = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "batch_size": 16, "epochs": 3, "seed": 3,
+              "schedule": "inverse_time", "decay": 0.01, "augmentation": {"horizontal_flip": True, "shift": 0.1}}
+
+    def fit(backup=None, stop=None):
+        training.make_deterministic(config["seed"])
+        model = models.build_model("elu3", 10, SCALE, config)
+        result = training.train(model, config, tiny_data(0), tiny_data(1, 32), extra_callbacks=stop, backup=backup)
+        return result, model.get_weights()
+
+    whole, whole_weights = fit()
+    with_backup, backed_up_weights = fit(training.EpochBackup(tmp_path / "unused", "a"))
+    assert with_backup.history.drop(columns="epoch_seconds").equals(whole.history.drop(columns="epoch_seconds"))
+    assert all(np.array_equal(a, b) for a, b in zip(whole_weights, backed_up_weights, strict=True))
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(training.EpochBackup(tmp_path / "backup", "a"), [stop_after(2)])  # stopped before epoch 2's backup
+    assert training.EpochBackup(tmp_path / "backup", "other params").epochs_done == 0
+    backup = training.EpochBackup(tmp_path / "backup", "a")
+    assert backup.epochs_done == 1
+    resumed, resumed_weights = fit(backup)
+    assert resumed.history.drop(columns="epoch_seconds").equals(whole.history.drop(columns="epoch_seconds"))
+    assert all(np.array_equal(a, b) for a, b in zip(whole_weights, resumed_weights, strict=True))
+    assert resumed.saved_model_validation == whole.saved_model_validation
+    assert resumed.train_seconds > backup.carried[0] > 0
+
+
 def test_summary_describes_the_saved_model_and_the_best_epoch_apart():
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.5, 0.7, 0.6], "val_loss": [1.0, 0.8, 0.9],
                             "epoch_seconds": [2.0, 2.0, 2.0]})
@@ -279,7 +318,7 @@ def test_interrupted_training_leaves_no_model_and_a_killed_run(project, signal_n
     process = start_training(prepared(project))
     process.send_signal(signal_number)
     assert process.wait(timeout=60) != 0
-    assert project.files("models") == []
+    assert project.files("models") in ([], ["backup"])  # the backup, if an epoch had ended: no model
     [run] = runs_of(project, "elu3")
     assert run.info.status == status
 
@@ -310,6 +349,43 @@ def test_sigkilled_training_is_cleaned_up_by_the_next_run(project):
     assert statuses.pop(stale.info.run_id) == "KILLED"
     assert list(statuses.values()) == ["FINISHED"]
     assert project.files("models") == ["elu3.keras", "elu3.run.json"]
+
+
+def test_a_killed_training_resumes_after_its_last_epoch_as_if_never_killed(make_project, cifar10_archive):
+    augmented = {"train.elu3.augmentation": {"horizontal_flip": True, "shift": 0.1}}
+    whole = prepared(make_project(cifar10_archive, "whole"), **augmented, **{"train.elu3.epochs": 3})
+    whole.run("train", "elu3")
+    project = prepared(make_project(cifar10_archive, "killed"), **augmented)
+    process = start_training(project, epochs=3)
+    backup = project.root / "models/backup/elu3/progress.json"
+    deadline = time.monotonic() + 120
+    while not backup.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.kill()
+    process.wait(timeout=30)
+    epochs_backed_up = len(json.loads(backup.read_text())["epochs"])
+    assert 1 <= epochs_backed_up < 3 and not (project.root / "models/elu3.keras").exists()
+
+    result = project.run("train", "elu3")
+    assert f"elu3: resuming after epoch {epochs_backed_up}/3" in result.stdout
+    assert project.files("models") == ["elu3.keras", "elu3.run.json"]  # the backup is gone with its use
+    history, whole_history = (pd.read_csv(p.root / "reports/history/elu3.csv").drop(columns="epoch_seconds")
+                              for p in (project, whole))
+    assert history.equals(whole_history)
+    metrics, whole_metrics = (json.loads((p.root / "reports/train/elu3.json").read_text()) for p in (project, whole))
+    for key in ("val_accuracy", "val_loss", "best_epoch", "best_val_accuracy", "epochs_run"):
+        assert metrics[key] == whole_metrics[key], key
+    runs = {run.info.status: run for run in runs_of(project, "elu3")}
+    assert sorted(runs) == ["FINISHED", "KILLED"]
+    run = runs["FINISHED"]
+    assert run.info.run_id == json.loads((project.root / "models/elu3.run.json").read_text())["run_id"]
+    assert run.data.tags["resumed_from_run_id"] == runs["KILLED"].info.run_id
+    # Every epoch in the run that finished: those of the killed run, then its own.
+    [whole_run] = runs_of(whole, "elu3")
+    for key in ("val_accuracy", "learning_rate"):
+        logged, whole_logged = ([(m.step, m.value) for m in client_of(p).get_metric_history(r.info.run_id, key)]
+                                for p, r in ((project, run), (whole, whole_run)))
+        assert sorted(logged) == sorted(whole_logged), key
 
 
 def test_git_dirty_counts_only_what_defines_a_result(tmp_path, monkeypatch):

@@ -3,7 +3,9 @@
 Usage: python -m src.stages.train NAME [--table seeds]. Params: train.NAME (seeds.train.NAME for a row of
 the seed table). Writes models/NAME.keras, models/NAME.run.json (the MLflow run and model, for evaluate and
 promote), reports/train/NAME.json (DVC metrics) and reports/history/NAME.csv (per-epoch metrics, for
-`dvc plots`); the seed table writes the same under seeds/.
+`dvc plots`); the seed table writes the same under seeds/. Until the model is saved, models/backup/NAME/
+holds the last finished epoch: a killed training rerun with the same params, data and code resumes there,
+in a new MLflow run (tag `resumed_from_run_id`) that holds every epoch.
 """
 
 from src import config as paths
@@ -56,6 +58,12 @@ def main(argv: list[str]) -> None:
     if parent:
         tags["init_from_run_id"] = read_json(layout.run_file(parent), f"MLflow run id of {parent}",
                                              f"retrain {parent} (`dvc repro seeds/dvc.yaml`)")["run_id"]
+    backup = None
+    if training.resumable(config):
+        backup = training.EpochBackup(layout.models_dir / "backup" / name, training.fingerprint(
+            name, table, config, tags["data_md5"], keras.__version__))
+        if backup.epochs_done:
+            tags["resumed_from_run_id"] = backup.run_id
     logged_params = {**config, "parameters": model.count_params(), "dataset": classes["dataset"],
                      "normalization_mean": normalization["mean"], "normalization_std": normalization["std"],
                      "train_images": len(train_images)}
@@ -65,8 +73,13 @@ def main(argv: list[str]) -> None:
             "training": (train_images, train_labels, tracking.files_md5([split_file["train_images"]])),
             "validation": (val_images, val_labels, tracking.files_md5([split_file["val_images"]])),
         }, source=dataset_source(params["data"])[0], dataset=classes["dataset"])
+        epoch_metrics = tracking.EpochMetrics()
+        if backup is not None:  # a resumed training's run holds every epoch, the killed run's too
+            backup.run_id = run.info.run_id
+            for epoch, logs in enumerate(backup.progress["epochs"]):
+                epoch_metrics.on_epoch_end(epoch, logs)
         result = training.train(model, config, (train_images, train_labels), (val_images, val_labels),
-                                extra_callbacks=[tracking.EpochMetrics()])
+                                extra_callbacks=[epoch_metrics], backup=backup)
         summary = {**result.summary(training.monitor_of(config)), "parameters": model.count_params()}
         # The saved model's validation scores get their own names: `val_*` are per-epoch series.
         tracking.mlflow.log_metrics({("evaluated_" + k if k.startswith("val_") else k): float(v)
@@ -83,6 +96,8 @@ def main(argv: list[str]) -> None:
             "model_uri": model_uri, "tracking_uri": tracking.mlflow.get_tracking_uri(),
             "data_md5": tags["data_md5"], "device": tags["device_summary"],
             **{key: value for key, value in tracking.git_tags().items() if key.startswith("git_")}})
+    if backup is not None:
+        backup.remove()
     print(f"train@{name}: val_accuracy {summary['val_accuracy']:.4f} (saved model, after epoch "
           f"{summary['evaluated_epoch']}; best epoch {summary['best_epoch']}: {summary['best_val_accuracy']:.4f}), "
           f"{summary['train_seconds']:.0f}s, MLflow run {run.info.run_id}")
