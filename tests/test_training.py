@@ -83,6 +83,20 @@ def test_an_interrupted_fit_resumes_from_its_backup_as_if_never_stopped(tmp_path
     assert resumed.train_seconds > backup.carried[0] > 0
 
 
+def test_a_backup_that_does_not_fit_the_model_is_refused_with_its_folder_named(tmp_path):
+    # Same fingerprint, other net: only a hand-copied or hand-edited backup gets here.
+    config = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 16, "epochs": 2, "seed": 3}
+    training.make_deterministic(config["seed"])
+    with pytest.raises(KeyboardInterrupt):
+        training.train(models.build_model("elu3", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
+                       extra_callbacks=[stop_after(2)], backup=training.EpochBackup(tmp_path / "elu3", "same"))
+    backup = training.EpochBackup(tmp_path / "elu3", "same")
+    assert backup.epochs_done == 1
+    with pytest.raises(PipelineError, match=r"backup in .*elu3 does not fit the model; delete the folder"):
+        training.train(models.build_model("strided2", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
+                       backup=backup)
+
+
 def test_summary_describes_the_saved_model_and_the_best_epoch_apart():
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": [0.5, 0.7, 0.6], "val_loss": [1.0, 0.8, 0.9],
                             "epoch_seconds": [2.0, 2.0, 2.0]})
