@@ -6,11 +6,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import yaml
 
-from tests.conftest import stage_env
+from tests.conftest import kill_once_backed_up, stage_env
 from tests.test_dvc_pipeline import PNG_MAGIC, edit_params, ran_stages, sh, tiny_repo
 
 
@@ -20,16 +19,11 @@ def seeds_output_stages(output: str) -> list[str]:
 
 def kill_after_a_backup(root, row: str):
     """Train ``row`` of the seed table outside DVC and SIGKILL it once an epoch is backed up."""
-    backup = root / "seeds/models/backup" / row / "progress.json"
     with (root / "train.log").open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "src.stages.train", row, "--table", "seeds"], cwd=root,
                                    stdout=out, stderr=subprocess.STDOUT, env=stage_env())
-    deadline = time.monotonic() + 300
-    while not backup.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.kill()
-    process.wait(timeout=30)
-    assert 1 <= len(json.loads(backup.read_text())["epochs"]) < 3, (root / "train.log").read_text()
+    backup = root / "seeds/models/backup" / row
+    assert 1 <= kill_once_backed_up(process, backup) < 3, (root / "train.log").read_text()
     return backup
 
 
@@ -68,7 +62,7 @@ def test_seed_table_is_its_own_pipeline_and_a_continuation_follows_its_parent(tm
     retrain = sh(root, "dvc", "repro", "seeds/dvc.yaml")
     assert seeds_output_stages(retrain) == [
         "continue@vgg6_bn_aug", "evaluate@vgg6_bn", "evaluate_continued@vgg6_bn_aug", "table", "train@vgg6_bn"]
-    assert "resuming" not in retrain and not backup.parent.exists()  # its backup was of the old parent
+    assert "resuming" not in retrain and not backup.exists()  # its backup was of the old parent
     assert "up to date" in sh(root, "dvc", "status", "dvc.yaml")
     # The commit a row names is the one its training started from (its MLflow run's tag), not where HEAD
     # stood when a long training ended (what NAME.run.json records).
