@@ -1,9 +1,11 @@
 """Shared fixtures: generated archives, a scratch project folder, and a stage runner."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,17 @@ def make_project(tmp_path):
         return Project(root, archive)
 
     return make
+
+
+def kill_once_backed_up(process: subprocess.Popen, backup: Path) -> int:
+    """SIGKILL a training once its ``backup`` folder holds a finished epoch; the epochs it holds."""
+    progress = backup / "progress.json"
+    deadline = time.monotonic() + 300
+    while not progress.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.kill()
+    process.wait(timeout=30)
+    return len(json.loads(progress.read_text())["epochs"])
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:

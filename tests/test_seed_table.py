@@ -4,14 +4,27 @@ the default one, a continuation that follows its parent, and a table regenerated
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import yaml
 
+from tests.conftest import kill_once_backed_up, stage_env
 from tests.test_dvc_pipeline import PNG_MAGIC, edit_params, ran_stages, sh, tiny_repo
 
 
 def seeds_output_stages(output: str) -> list[str]:
     return sorted(name.removeprefix("seeds/dvc.yaml:") for name in ran_stages(output))
+
+
+def kill_after_a_backup(root, row: str):
+    """Train ``row`` of the seed table outside DVC and SIGKILL it once an epoch is backed up."""
+    with (root / "train.log").open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "src.stages.train", row, "--table", "seeds"], cwd=root,
+                                   stdout=out, stderr=subprocess.STDOUT, env=stage_env())
+    backup = root / "seeds/models/backup" / row
+    assert 1 <= kill_once_backed_up(process, backup) < 3, (root / "train.log").read_text()
+    return backup
 
 
 def test_seed_table_is_its_own_pipeline_and_a_continuation_follows_its_parent(tmp_path, cifar10_archive):
@@ -20,6 +33,7 @@ def test_seed_table_is_its_own_pipeline_and_a_continuation_follows_its_parent(tm
     params["seeds"]["rows"] = ["elu3", "vgg6_bn"]
     for name in ("elu3", "vgg6_bn", "vgg6_bn_aug"):
         params["seeds"]["train"][name].update(epochs=1, batch_size=50)
+    params["seeds"]["train"]["vgg6_bn_aug"]["epochs"] = 3  # room for a backup between epochs, below
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny seeds")
     # The default `dvc repro` never trains the table's rows.
@@ -41,10 +55,14 @@ def test_seed_table_is_its_own_pipeline_and_a_continuation_follows_its_parent(tm
     parent = json.loads((root / "seeds/models/vgg6_bn.run.json").read_text())["run_id"]
     child = client.get_run(json.loads((root / "seeds/models/vgg6_bn_aug.run.json").read_text())["run_id"])
     assert child.data.tags["init_from_run_id"] == parent and child.data.tags["table"] == "seeds"
+    # A continuation killed after an epoch leaves a backup of training on top of this parent.
+    backup = kill_after_a_backup(root, "vgg6_bn_aug")
     # Retraining the parent retrains the child and nothing else; the default pipeline stays as it is.
     edit_params(root, **{"seeds.train.vgg6_bn.learning_rate": 0.002})
-    assert seeds_output_stages(sh(root, "dvc", "repro", "seeds/dvc.yaml")) == [
+    retrain = sh(root, "dvc", "repro", "seeds/dvc.yaml")
+    assert seeds_output_stages(retrain) == [
         "continue@vgg6_bn_aug", "evaluate@vgg6_bn", "evaluate_continued@vgg6_bn_aug", "table", "train@vgg6_bn"]
+    assert "resuming" not in retrain and not backup.exists()  # its backup was of the old parent
     assert "up to date" in sh(root, "dvc", "status", "dvc.yaml")
     # The commit a row names is the one its training started from (its MLflow run's tag), not where HEAD
     # stood when a long training ended (what NAME.run.json records).

@@ -14,7 +14,7 @@ import pytest
 
 from src import evaluation, models, tracking, training, tta
 from src.errors import PipelineError
-from tests.conftest import assert_one_error_line, stage_env
+from tests.conftest import assert_one_error_line, kill_once_backed_up, stage_env
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
 
@@ -371,13 +371,7 @@ def test_a_killed_training_resumes_after_its_last_epoch_as_if_never_killed(make_
     whole.run("train", "elu3")
     project = prepared(make_project(cifar10_archive, "killed"), **augmented)
     process = start_training(project, epochs=3)
-    backup = project.root / "models/backup/elu3/progress.json"
-    deadline = time.monotonic() + 120
-    while not backup.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.kill()
-    process.wait(timeout=30)
-    epochs_backed_up = len(json.loads(backup.read_text())["epochs"])
+    epochs_backed_up = kill_once_backed_up(process, project.root / "models/backup/elu3")
     assert 1 <= epochs_backed_up < 3 and not (project.root / "models/elu3.keras").exists()
 
     result = project.run("train", "elu3")

@@ -60,8 +60,10 @@ def main(argv: list[str]) -> None:
                                              f"retrain {parent} (`dvc repro seeds/dvc.yaml`)")["run_id"]
     backup = None
     if training.resumable(config):
+        # A continuation's backup holds epochs trained on top of one parent model: a retrained parent
+        # (a new run) must start it over.
         backup = training.EpochBackup(layout.models_dir / "backup" / name, training.fingerprint(
-            name, table, config, tags["data_md5"], keras.__version__))
+            name, table, config, tags["data_md5"], keras.__version__, tags.get("init_from_run_id")))
         if backup.epochs_done:
             tags["resumed_from_run_id"] = backup.run_id
     logged_params = {**config, "parameters": model.count_params(), "dataset": classes["dataset"],
