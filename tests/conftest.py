@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,6 +86,16 @@ def make_project(tmp_path):
         return Project(root, archive)
 
     return make
+
+
+def start_train_stage(root: Path, *args: str) -> subprocess.Popen:
+    """Start ``python -m src.stages.train ARGS`` in ``root`` as DVC would, its output in root/train.log:
+    a file, not a pipe, since an unread pipe fills up and blocks the child's exit."""
+    with (root / "train.log").open("w") as out:
+        # SIGINT as in a terminal: a shell starts background jobs (CI's may be one) with it ignored.
+        return subprocess.Popen([sys.executable, "-m", "src.stages.train", *args], cwd=root, stdout=out,
+                                stderr=subprocess.STDOUT, env=stage_env(),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def kill_once_backed_up(process: subprocess.Popen, backup: Path) -> int:

@@ -4,12 +4,10 @@ the default one, a continuation that follows its parent, and a table regenerated
 import json
 import re
 import shutil
-import subprocess
-import sys
 
 import yaml
 
-from tests.conftest import kill_once_backed_up, stage_env
+from tests.conftest import kill_once_backed_up, start_train_stage
 from tests.test_dvc_pipeline import PNG_MAGIC, edit_params, ran_stages, sh, tiny_repo
 
 
@@ -19,10 +17,8 @@ def seeds_output_stages(output: str) -> list[str]:
 
 def kill_after_a_backup(root, row: str):
     """Train ``row`` of the seed table outside DVC and SIGKILL it once an epoch is backed up."""
-    with (root / "train.log").open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "src.stages.train", row, "--table", "seeds"], cwd=root,
-                                   stdout=out, stderr=subprocess.STDOUT, env=stage_env())
     backup = root / "seeds/models/backup" / row
+    process = start_train_stage(root, row, "--table", "seeds")
     assert 1 <= kill_once_backed_up(process, backup) < 3, (root / "train.log").read_text()
     return backup
 

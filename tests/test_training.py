@@ -4,7 +4,6 @@ import importlib
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import mlflow
@@ -14,7 +13,7 @@ import pytest
 
 from src import evaluation, models, tracking, training, tta
 from src.errors import PipelineError
-from tests.conftest import assert_one_error_line, kill_once_backed_up, stage_env
+from tests.conftest import assert_one_error_line, kill_once_backed_up, stage_env, start_train_stage
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
 
@@ -307,17 +306,10 @@ def test_bad_training_params_fail_before_training(project):
 
 
 def start_training(project, epochs=500):
-    """Start a long training and return once its first epoch is logged.
-
-    Output goes to a file, not a pipe: an unread pipe fills up and blocks the child's exit.
-    """
+    """Start a long training and return once its first epoch is logged."""
     project.set(**{"train.elu3.epochs": epochs})
     log = project.root / "train.log"
-    with log.open("w") as out:
-        # SIGINT as in a terminal: a shell starts background jobs (CI's may be one) with it ignored.
-        process = subprocess.Popen([sys.executable, "-m", "src.stages.train", "elu3"], cwd=project.root,
-                                   stdout=out, stderr=subprocess.STDOUT, env=stage_env(),
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = start_train_stage(project.root, "elu3")
     deadline = time.monotonic() + 300
     while "elu3 epoch 1/" not in log.read_text():
         if process.poll() is not None or time.monotonic() > deadline:
