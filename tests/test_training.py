@@ -4,6 +4,7 @@ import importlib
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import mlflow
@@ -11,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import evaluation, models, tracking, training, tta
+from src import cpu, evaluation, models, tracking, training, tta
 from src.errors import PipelineError
-from tests.conftest import assert_one_error_line, kill_once_backed_up, stage_env, start_train_stage
+from tests.conftest import REPO, assert_one_error_line, kill_once_backed_up, stage_env, start_train_stage
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
 
@@ -41,6 +42,35 @@ def test_same_params_give_identical_metrics_and_weights(name):
     assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights, strict=True))
     other_history, _ = fit_once(name, {**config, "seed": 4})
     assert not first_history.equals(other_history)
+
+
+# airbench as params.yaml trains it (bfloat16, Lookahead, augmentation, batch 1024), for two epochs of 2,048
+# generated images; prints a hash of its weights and of its history without timings.
+AIRBENCH_FIT = """
+import hashlib, numpy as np, yaml
+from src import models, training
+config = {**yaml.safe_load(open("params.yaml"))["train"]["airbench"], "epochs": 2}
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (2048, 32, 32, 3), dtype=np.uint8)
+labels = np.eye(10, dtype=np.uint8)[rng.integers(0, 10, 2048)]
+training.make_deterministic(config["seed"])
+model = models.build_model("airbench", 10, {"mean": [127.0] * 3, "std": [64.0] * 3}, config, train_images=images)
+result = training.train(model, config, (images, labels), (images[:512], labels[:512]))
+digest = hashlib.sha256(result.history.drop(columns="epoch_seconds").to_csv().encode())
+for weight in model.get_weights():
+    digest.update(np.ascontiguousarray(weight).tobytes())
+print(model.dtype_policy.name, digest.hexdigest())
+"""
+
+
+def test_airbench_in_bfloat16_repeats_bit_for_bit_in_fresh_processes():
+    # Each run in its own process, as two `dvc repro`s: with TensorFlow's inter-op parallelism on, three
+    # such runs gave three different histories.
+    runs = [subprocess.run([sys.executable, "-c", AIRBENCH_FIT], cwd=REPO, capture_output=True, text=True,
+                           env=stage_env(), check=True).stdout.split()[-2:] for _ in range(2)]
+    if cpu.has_bfloat16():
+        assert runs[0][0] == "mixed_bfloat16"
+    assert runs[0] == runs[1]
 
 
 def stop_after(epoch: int):
