@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import src  # noqa: F401  (switches oneDNN on, as in every stage)
 from benchmarks.common import REPO, append_result, median
-from src import models, training
-from src.data import load_array, normalization_stats
-from src.params import load_params
+from src.core.arrays import load_array
+from src.core.params import load_params
+from src.training import fit, models
+from src.training.normalization import normalization_stats
 
 PRECISIONS = ("float32", "bfloat16")  # train.NAME.precision values, also TensorFlow dtype names
 
@@ -94,11 +95,11 @@ def images_per_second(name: str, config: dict, precision: str, data: tuple, norm
     config = {**config, "precision": precision, "epochs": 3, "early_stopping": None}
     train_images, train_labels = data
     count = max(config["batch_size"], images // config["batch_size"] * config["batch_size"])
-    training.make_deterministic(config["seed"])
+    fit.make_deterministic(config["seed"])
     model = models.build_model(name, train_labels.shape[1], normalization, config,
                                train_images=train_images)
     small_val = (train_images[:500], train_labels[:500])
-    result = training.train(model, config, (train_images[:count], train_labels[:count]), small_val)
+    result = fit.train(model, config, (train_images[:count], train_labels[:count]), small_val)
     validation_per_epoch = result.validation_seconds / len(result.history)
     return count / median(result.history["epoch_seconds"].iloc[1:] - validation_per_epoch)
 

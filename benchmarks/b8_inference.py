@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import src  # noqa: F401  (TensorFlow settings, as in every stage)
 from benchmarks.common import REPO, append_result, median
-from src.data import load_array
-from src.params import load_params
+from src.core.arrays import load_array
+from src.core.params import load_params
 
 
 def seconds_per_call(function, calls: int) -> float:
@@ -93,7 +93,7 @@ def main() -> None:
     from PIL import Image
 
     from src import predict
-    from src.tta import with_tta
+    from src.evaluation.tta import with_tta
 
     keras.utils.disable_interactive_logging()
     repo = args.repo.resolve()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from src import cpu
+from src.training import cpu
 
 REPO = Path(__file__).resolve().parents[1]
 # The team's copy of the real CIFAR-10 archive, beside the repository; tests use these too.

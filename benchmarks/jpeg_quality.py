@@ -21,7 +21,7 @@ from scipy.fft import dctn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, append_result
-from src.data import load_array
+from src.core.arrays import load_array
 
 # The IJG standard luminance table (JPEG's Annex K), row = vertical frequency.
 LUMINANCE = np.array([

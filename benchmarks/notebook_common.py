@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from src.cifar_format import decode_archive
+from src.data.cifar_format import decode_archive
 
 
 def load_cifar10(archive: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

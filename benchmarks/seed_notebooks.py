@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REAL_ARCHIVE, REPO
-from src import cpu
-from src.config import NOTEBOOK_RESULTS_DIR
-from src.fileio import write_json
+from src.core.config import NOTEBOOK_RESULTS_DIR
+from src.core.fileio import write_json
+from src.training import cpu
 
 NOTEBOOKS = {  # row: (script, arguments before the epochs, the notebook's epochs)
     "elu3": ("benchmarks/seed000_notebook.py", [], 20),

@@ -67,7 +67,7 @@ AUTH_DATABASE = "mlflow_auth"
 # is for), but writes only where granted: nobody logs into, renames or deletes another member's
 # experiment, and only the `champion` alias's owner (or the admin) moves it. Creators get MANAGE.
 DEFAULT_PERMISSION = "READ"
-TEAM_EXPERIMENTS = ("cifar10", "cifar100")  # the stages' experiments: one per data set (src/tracking.py)
+TEAM_EXPERIMENTS = ("cifar10", "cifar100")  # the stages' experiments: one per data set (src/core/tracking.py)
 MEMBER_S3_ACTIONS = {"editor": ["Read", "Write", "List", "Tagging"], "reader": ["Read", "List"]}
 # SeaweedFS serves gRPC on its own ports (given explicitly below; by default HTTP port + 10000).
 MAX_PORT = 55535

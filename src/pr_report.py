@@ -20,10 +20,10 @@ import pandas as pd
 import yaml
 from dvc.exceptions import DvcException
 
-from src.config import EVAL_DIR, FIGURES_DIR, PARAMS_FILE, TRAIN_METRICS_DIR
-from src.errors import PipelineError, run_stage
-from src.fileio import atomic_path
-from src.reporting import percent
+from src.core.config import EVAL_DIR, FIGURES_DIR, PARAMS_FILE, TRAIN_METRICS_DIR
+from src.core.errors import PipelineError, run_stage
+from src.core.fileio import atomic_path
+from src.reporting.report import percent
 
 METRICS = {"test": (EVAL_DIR, "test_accuracy_tta"), "val": (TRAIN_METRICS_DIR, "val_accuracy")}
 ABSENT = "–"

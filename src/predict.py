@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from src import config as paths
-from src.errors import PipelineError, run_stage
-from src.fileio import atomic_path
+from src.core import config as paths
+from src.core.errors import PipelineError, run_stage
+from src.core.fileio import atomic_path
 
 SIZE = 32
 RESAMPLE = Image.Resampling.BICUBIC
@@ -84,7 +84,7 @@ def image_files(arguments: list[str]) -> tuple[list[Path], list[str]]:
 def default_model() -> str:
     classes = paths.PROCESSED_DIR / "classes.json"
     if classes.exists():
-        from src.data import load_classes
+        from src.core.arrays import load_classes
         from src.promote import registered_name
 
         return f"models:/{registered_name(load_classes(paths.PROCESSED_DIR))}@champion"
@@ -96,7 +96,7 @@ def project_class_names(model: str) -> list[str]:
         raise PipelineError(f"model {model} carries no class names and {paths.PROCESSED_DIR}/classes.json is "
                             "missing; run from the project root after `dvc repro preprocess`, or use a model "
                             "promoted with `python -m src.promote`")
-    from src.data import load_classes
+    from src.core.arrays import load_classes
 
     return load_classes(paths.PROCESSED_DIR)["class_names"]
 
@@ -127,15 +127,15 @@ def load_predictor(model: str) -> tuple[Callable[[np.ndarray], np.ndarray], list
         except (OSError, ValueError) as error:
             raise PipelineError(f"model file {model} cannot be loaded ({error})") from None
         names = project_class_names(model)
-        from src.params import load_params
-        from src.tta import with_tta
+        from src.core.params import load_params
+        from src.evaluation.tta import with_tta
 
         # A trained net alone: behind the test-time augmentation its test metrics were scored with.
         return with_tta(net, load_params()["evaluate"]["tta"]).predict_on_batch, names
 
     import mlflow
 
-    from src import tracking
+    from src.core import tracking
 
     if model.startswith(("models:/", "runs:/")):
         uri = tracking.configure_store()

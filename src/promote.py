@@ -13,11 +13,11 @@ Serve the champion with `mlflow models serve -m models:/cifar10-cnn@champion --e
 import argparse
 import json
 
-from src import config as paths
-from src.data import load_classes
-from src.errors import PipelineError, run_stage
-from src.fileio import read_json
-from src.params import load_params
+from src.core import config as paths
+from src.core.arrays import load_classes
+from src.core.errors import PipelineError, run_stage
+from src.core.fileio import read_json
+from src.core.params import load_params
 
 ALIAS = "champion"
 
@@ -78,10 +78,10 @@ def inference_model(name: str, trained: dict, tta: str) -> str:
         return trained["model_uri"]
     import keras
 
-    from src import tracking
-    from src.data import load_array
-    from src.evaluation import load_model
-    from src.tta import with_tta
+    from src.core import tracking
+    from src.core.arrays import load_array
+    from src.evaluation.scoring import load_model
+    from src.evaluation.tta import with_tta
 
     keras.utils.disable_interactive_logging()
     model = with_tta(load_model(paths.model_file(name)), tta)
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> None:
     classes = load_classes(paths.PROCESSED_DIR)
     model_name = registered_name(classes)
 
-    from src import tracking
+    from src.core import tracking
 
     uri = tracking.configure_store()
     client = tracking.mlflow.MlflowClient()

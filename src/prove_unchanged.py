@@ -18,7 +18,6 @@ A stage that differs is retrained with `dvc repro`. docs/pipeline.md ("Changing 
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -33,8 +32,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from src import config as paths
-from src.errors import PipelineError, run_stage
+from src.core import config as paths
+from src.core.errors import PipelineError, run_stage
+from src.core.tracking import files_md5
 
 PIPELINES = ["dvc.yaml", "seeds/dvc.yaml"]
 DATA_STAGES = ["download", "preprocess", "split"]
@@ -154,9 +154,9 @@ def with_parents(stages: dict, wanted: list[str]) -> list[str]:
     return ordered
 
 
-def files_md5(folder: Path) -> dict[str, str]:
-    return {path.relative_to(folder).as_posix(): hashlib.md5(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+def folder_md5s(folder: Path) -> dict[str, str]:
+    return {path.relative_to(folder).as_posix(): files_md5([path]) for path in sorted(folder.rglob("*"))
+            if path.is_file()}
 
 
 def prepare_data(copies: list[Copy], data_stages: list[str], images: int) -> list[str]:
@@ -175,7 +175,7 @@ def prepare_data(copies: list[Copy], data_stages: list[str], images: int) -> lis
             for address in DATA_STAGES:
                 copy.run(stages[address])
         for folder in (paths.RAW_DIR, paths.PROCESSED_DIR, paths.SPLIT_DIR):
-            if files_md5(copies[0].root / folder) != files_md5(copies[1].root / folder):
+            if folder_md5s(copies[0].root / folder) != folder_md5s(copies[1].root / folder):
                 differences.append(f"{folder} differs")
     for copy in copies:
         source = copy.root if data_stages else Path.cwd()
@@ -250,12 +250,20 @@ def compare_outputs(stage, base: Copy, work: Copy) -> list[str]:
     return differences
 
 
-def commit(addresses: list[str]) -> None:
+def commit(addresses: list[str] | None = None) -> None:
+    """`dvc commit --force` of ``addresses`` (every stage: None), where an output that is not in this
+    workspace keeps the hash the lock records for it. (`Repo.commit(allow_missing=True)` would still
+    hash the missing outputs for DVC's run cache, and fail.)"""
     from dvc.repo import Repo
 
-    with Repo() as repo:
-        for address in addresses:
-            repo.commit(address, force=True, allow_missing=True)
+    with Repo() as repo, repo.lock:
+        for address in addresses or [None]:
+            stages = repo.stage.collect(address)
+            for stage in stages:
+                stage.save(allow_missing=True, run_cache=False)
+                stage.commit(allow_missing=True)
+            for dvcfile in {id(stage.dvcfile): stage.dvcfile for stage in stages}.values():
+                dvcfile.dump_stages([stage for stage in stages if stage.dvcfile is dvcfile], update_pipeline=False)
 
 
 def main(argv: list[str]) -> None:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from src import cpu
+from src.training import cpu
 from tests import cifar_fixtures
 from tests.conftest import REPO, stage_env
 

@@ -11,9 +11,9 @@ import threading
 import numpy as np
 import pytest
 
-from src import fetch
-from src.data import normalization_stats
-from src.errors import PipelineError
+from src.core.errors import PipelineError
+from src.data import fetch
+from src.training.normalization import normalization_stats
 from tests import cifar_fixtures
 from tests.conftest import assert_one_error_line
 
@@ -141,7 +141,7 @@ def test_preprocess_decodes_cifar10_exactly(project):
 
 
 def pickle_payload(data: bytes) -> dict:
-    from src.cifar_format import load_pickle
+    from src.data.cifar_format import load_pickle
 
     return load_pickle(data, "fixture")
 

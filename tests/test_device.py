@@ -3,7 +3,7 @@ the CPU otherwise; tested here with TensorFlow's GPU queries stood in for, as CI
 
 import tensorflow as tf
 
-from src import cpu, device
+from src.training import cpu, device
 
 
 class FakeGPU:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from src import cpu
+from src.training import cpu
 from tests.conftest import REAL_ARCHIVE, REAL_MD5, REPO, Project, assert_one_error_line, set_param, stage_env
 
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", ".dvc/config", ".dvc/.gitignore",

@@ -109,7 +109,7 @@ def test_failed_evaluation_leaves_the_training_run_as_it_was(baseline, tmp_path,
         before = client_of(root).get_run(run_id).info
     eval_before = (root / "reports/eval/elu3.json").read_text()
 
-    from src import tracking
+    from src.core import tracking
     from src.stages import evaluate
 
     def broken(*args, **kwargs):

@@ -1,4 +1,4 @@
-"""Hardening: the report reads only what DVC declares, stages take their paths from src/config.py,
+"""Hardening: the report reads only what DVC declares, stages take their paths from src/core/config.py,
 leftover `*.partial` files are cleaned, a full disk or read-only folder is one error line, the split
 keeps images with their labels, top-5 accuracy is right, and stages run with oneDNN on."""
 
@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from src import config as paths
-from src import evaluation, reporting, seed_table
-from src.errors import describe_write_error, run_stage
-from src.fileio import atomic_dir, atomic_path, published_path, tag_write_error
-from src.params import load_params
+from src.core import config as paths
+from src.core.errors import describe_write_error, run_stage
+from src.core.fileio import atomic_dir, atomic_path, published_path, tag_write_error
+from src.core.params import load_params
+from src.evaluation import scoring
+from src.reporting import report, seed_table
 from src.stages import download, preprocess, split
 from tests import cifar_fixtures
 from tests.conftest import REPO, assert_one_error_line, base_params, stage_env
@@ -63,7 +64,7 @@ def fabricate_report_inputs(root: Path, names: list[str], accuracy_steps: list[f
         step = accuracy_steps[i] if accuracy_steps else 2.0 * (i + 1)
         logits = np.random.default_rng(1).normal(size=(images, classes)) + step * labels
         probabilities = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
-        result = evaluation.evaluate(FixedModel(probabilities), test_images, labels, class_names, 100)
+        result = scoring.evaluate(FixedModel(probabilities), test_images, labels, class_names, 100)
         details = root / paths.DETAILS_DIR / name
         details.mkdir(parents=True)
         result.per_class.round(4).to_csv(details / "per_class.csv")
@@ -104,7 +105,7 @@ def declared_report_inputs() -> list[str]:
     return [dep for dep in stage["deps"] if not dep.startswith("src/")]
 
 
-# --- 1. a thin report stage over the library, paths from src/config.py ----------------------------
+# --- 1. a thin report stage over the library, paths from src/core/config.py ----------------------------
 
 def test_report_reads_only_the_files_dvc_declares_for_it(tmp_path):
     full = fabricate_report_inputs(tmp_path / "full", ["elu3", "strided2"])
@@ -128,18 +129,18 @@ def test_best_model_is_chosen_once_on_validation_and_ties_keep_the_params_order(
     root = fabricate_report_inputs(tmp_path, ["elu3", "strided2", "conv4"], accuracy_steps=[9.0, 1.0, 1.0],
                                    val_accuracies=[0.5, 0.7, 0.7])
     monkeypatch.chdir(root)
-    comparison = reporting.collect(load_params())
+    comparison = report.collect(load_params())
     assert [r["name"] for r in comparison.results] == ["elu3", "strided2", "conv4"]
     assert [r["name"] for r in comparison.ranking] == ["strided2", "conv4", "elu3"]  # a tie: params order
     assert comparison.best["name"] == "strided2" and len(comparison.sample_images) == 24
     figures = {key: f"figures/{key}.png" for key in ("learning_curves", "time_vs_accuracy", "samples_best",
                                                      "confusion_best_normalized", "confusion_elu3",
                                                      "confusion_strided2", "confusion_conv4")}
-    report = reporting.render(comparison, figures)
-    table = [line for line in report.splitlines() if line.startswith("| ") and "cifar10 |" in line]
+    text = report.render(comparison, figures)
+    table = [line for line in text.splitlines() if line.startswith("| ") and "cifar10 |" in line]
     assert [row.split(" | ")[0] for row in table] == ["| strided2", "| conv4", "| elu3"]
-    assert "Chosen on validation: **strided2**" in report and "## Sample test predictions of strided2" in report
-    assert "![strided2 normalized confusion matrix]" in report
+    assert "Chosen on validation: **strided2**" in text and "## Sample test predictions of strided2" in text
+    assert "![strided2 normalized confusion matrix]" in text
 
 
 def _seed_row(name, recipe=True, single=None, notebook=None, cpu="26/2", notebook_cpu="26/2", **reference):
@@ -200,7 +201,7 @@ def test_report_stage_is_thin():
     tree = ast.parse((REPO / "src/stages/report.py").read_text())
     assert [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)] == ["main"]
     assert len((REPO / "src/stages/report.py").read_text().splitlines()) <= 40
-    assert not [s for s in code_strings(REPO / "src/reporting.py") if "dvc.lock" in s]  # declared files only
+    assert not [s for s in code_strings(REPO / "src/reporting/report.py") if "dvc.lock" in s]  # declared files only
 
 
 def run_in_process(stage, *argv: str) -> None:
@@ -438,14 +439,14 @@ def test_top5_accuracy_counts_the_true_class_among_the_five_most_probable(classe
     one_hot = np.eye(classes, dtype=np.uint8)[labels]
     images = np.zeros((10, 32, 32, 3), dtype=np.uint8)
     model = FixedModel(ranked_probabilities(labels, ranks, classes))
-    metrics = evaluation.evaluate(model, images, one_hot, [f"c{i}" for i in range(classes)], 5).metrics
+    metrics = scoring.evaluate(model, images, one_hot, [f"c{i}" for i in range(classes)], 5).metrics
     assert metrics["test_accuracy_tta"] == 0.2 and metrics["test_top5_accuracy_tta"] == 0.6
 
 
 def test_top5_accuracy_is_not_reported_for_ten_classes():
     labels = np.arange(10)
     model = FixedModel(ranked_probabilities(labels, [1] * 5 + [6] * 5, 10))
-    metrics = evaluation.evaluate(model, np.zeros((10, 32, 32, 3), np.uint8), np.eye(10, dtype=np.uint8)[labels],
+    metrics = scoring.evaluate(model, np.zeros((10, 32, 32, 3), np.uint8), np.eye(10, dtype=np.uint8)[labels],
                                   [f"c{i}" for i in range(10)], 5).metrics
     assert metrics["test_accuracy_tta"] == 0.5 and "test_top5_accuracy_tta" not in metrics
 
@@ -457,8 +458,8 @@ import json, os, sys
 import src.stages.train  # what `python -m src.stages.train` imports first: the src package
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
-from src import training
-training.make_deterministic(0)  # what train does; without TF_ENABLE_ONEDNN_OPTS=1 it may drop oneDNN
+from src.training import fit
+fit.make_deterministic(0)  # what train does; without TF_ENABLE_ONEDNN_OPTS=1 it may drop oneDNN
 tf.compat.v1.disable_eager_execution()
 images = tf.compat.v1.placeholder(tf.float32, [2, 8, 8, 3])
 features = tf.nn.relu(tf.nn.conv2d(images, tf.ones([3, 3, 3, 4]), 1, "SAME"))

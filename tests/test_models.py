@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src import architectures, cpu, models, training, tta
+from src import architectures
 from src.architectures import airbench, blocks
-from src.errors import PipelineError
+from src.core.errors import PipelineError
+from src.evaluation import tta
+from src.training import cpu, fit, models
 from tests.conftest import base_params
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
@@ -43,12 +45,12 @@ def test_builds_for_10_and_100_classes_and_trains_one_step(name):
     config = {**base_params()["train"][name], "weights": None, "epochs": 1, "batch_size": 8}
     rng = np.random.default_rng(0)
     for classes in (100, 10):
-        training.make_deterministic(0)
+        fit.make_deterministic(0)
         model = models.build_model(name, classes, SCALE, config)
         assert model.output_shape == (None, classes)
     images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     labels = np.eye(10, dtype=np.uint8)[rng.integers(0, 10, 8)]
-    result = training.train(model, config, (images, labels), (images, labels))
+    result = fit.train(model, config, (images, labels), (images, labels))
     assert len(result.history) == 1 and np.isfinite(result.history["loss"]).all()
     predictions = model.predict(images, verbose=0)
     assert predictions.shape == (8, 10) and np.allclose(predictions.sum(axis=1), 1, atol=1e-4)
@@ -114,7 +116,7 @@ def _generated_images(count=64, seed=0):
 
 
 def test_airbench_shape_parameters_and_frozen_whitening():
-    training.make_deterministic(0)
+    fit.make_deterministic(0)
     images = _generated_images()
     model = models.build_model("airbench", 10, SCALE, train_images=images)
     assert model.output_shape == (None, 10)
@@ -158,7 +160,7 @@ def test_bfloat16_computes_in_bfloat16_with_float32_weights_and_outputs():
     assert len(kept) == 3 and all(layer.compute_dtype == "float32" for layer in kept)
     images = _generated_images(8)
     labels = np.eye(10, dtype=np.uint8)[np.arange(8)]
-    result = training.train(model, config, (images, labels), (images, labels))
+    result = fit.train(model, config, (images, labels), (images, labels))
     assert np.isfinite(result.history["loss"]).all()
     assert model.predict(images, verbose=0).dtype == np.float32
     # The next model built without a precision is float32 again: the global policy does not leak.
@@ -177,7 +179,7 @@ def test_bfloat16_falls_back_to_float32_with_one_warning_without_the_cpu_flag(mo
 
 
 def test_tta_averages_the_logits_over_airbench_views_and_saves_as_a_plain_keras_model(tmp_path):
-    training.make_deterministic(0)
+    fit.make_deterministic(0)
     model = models.build_model("strided2", 10, SCALE)
     images = _generated_images(6)
     logits = keras.Model(model.inputs, model.get_layer("probabilities").input)
@@ -220,18 +222,18 @@ def test_float16_on_a_gpu_is_keras_mixed_float16_with_loss_scaling(monkeypatch):
     monkeypatch.undo()
     images = _generated_images(8)
     labels = np.eye(10, dtype=np.uint8)[np.arange(8)]
-    result = training.train(model, config, (images, labels), (images, labels))
+    result = fit.train(model, config, (images, labels), (images, labels))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)  # Keras scales the loss itself
     assert np.isfinite(result.history["loss"]).all() and model.predict(images, verbose=0).dtype == np.float32
     assert models.build_model("elu3", 10, SCALE).dtype_policy.name == "float32"
 
 
 def test_continuation_starts_from_the_parents_trained_weights():
-    training.make_deterministic(0)
+    fit.make_deterministic(0)
     parent = models.build_model("vgg6_bn", 10, SCALE)
     for variable in parent.weights:  # stands for training: every weight moves
         variable.assign(variable + 0.5)
-    training.make_deterministic(1)
+    fit.make_deterministic(1)
     child = models.build_model("vgg6_bn_aug", 10, SCALE, {"augmentation": {"horizontal_flip": True, "shift": 0.1}})
     models.continue_from(child, parent, "vgg6_bn")
     images = _generated_images(4)

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from src.errors import PipelineError
-from src.params import architecture_names, dataset_source, validate
+from src.core.config import dataset_source
+from src.core.errors import PipelineError
+from src.core.params import architecture_names, validate
 from tests.conftest import REPO, base_params, set_param
 
 
@@ -44,8 +45,9 @@ def test_reference_figures_are_not_training_params():
 def test_registry_is_the_architecture_modules_read_without_importing_keras():
     modules = {path.stem for path in (REPO / "src/architectures").glob("*.py")} - {"__init__", "blocks"}
     assert architecture_names() == sorted(modules) and len(modules) == 14
-    imported = subprocess.run([sys.executable, "-c", "import sys; from src.params import load_params; load_params(); "
-                               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))"],
+    imported = subprocess.run([sys.executable, "-c", "import sys; from src.core.params import load_params; "
+                               "load_params(); print(sorted(m for m in sys.modules "
+                               "if m.split('.')[0] in ('keras', 'tensorflow')))"],
                               cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert imported.strip() == "[]"
     assert "unknown architecture 'elu5'; did you mean 'elu3'?" in problems_of(architectures=["elu5"])
@@ -145,8 +147,8 @@ def test_null_source_means_the_official_archive():
 
 
 def test_weight_decay_zero_means_zero():
-    from src import training
+    from src.training import fit
 
     config = {"optimizer": "adamw", "learning_rate": 0.001, "epochs": 1, "weight_decay": 0.0}
-    assert training.make_optimizer(config, 10).weight_decay == 0.0
-    assert training.make_optimizer({**config, "weight_decay": None}, 10).weight_decay == pytest.approx(0.004)
+    assert fit.make_optimizer(config, 10).weight_decay == 0.0
+    assert fit.make_optimizer({**config, "weight_decay": None}, 10).weight_decay == pytest.approx(0.004)

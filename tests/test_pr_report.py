@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from src import pr_report
-from src.errors import PipelineError
+from src.core.errors import PipelineError
 from tests.conftest import REPO, assert_one_error_line, stage_env
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import cpu, evaluation, models, tracking, training, tta
-from src.errors import PipelineError
+from src.core import tracking
+from src.core.errors import PipelineError
+from src.evaluation import scoring, tta
+from src.training import cpu, fit, models
 from tests.conftest import REPO, assert_one_error_line, kill_once_backed_up, stage_env, start_train_stage
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
@@ -26,9 +28,9 @@ def tiny_data(seed=0, count=64):
 
 
 def fit_once(name, config):
-    training.make_deterministic(config["seed"])
+    fit.make_deterministic(config["seed"])
     model = models.build_model(name, 10, SCALE, config)
-    result = training.train(model, config, tiny_data(0), tiny_data(1, 32))
+    result = fit.train(model, config, tiny_data(0), tiny_data(1, 32))
     return result.history.drop(columns="epoch_seconds"), model.get_weights()
 
 
@@ -48,14 +50,15 @@ def test_same_params_give_identical_metrics_and_weights(name):
 # generated images; prints a hash of its weights and of its history without timings.
 AIRBENCH_FIT = """
 import hashlib, numpy as np, yaml
-from src import models, training
+from src.training import models
+from src.training import fit
 config = {**yaml.safe_load(open("params.yaml"))["train"]["airbench"], "epochs": 2}
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (2048, 32, 32, 3), dtype=np.uint8)
 labels = np.eye(10, dtype=np.uint8)[rng.integers(0, 10, 2048)]
-training.make_deterministic(config["seed"])
+fit.make_deterministic(config["seed"])
 model = models.build_model("airbench", 10, {"mean": [127.0] * 3, "std": [64.0] * 3}, config, train_images=images)
-result = training.train(model, config, (images, labels), (images[:512], labels[:512]))
+result = fit.train(model, config, (images, labels), (images[:512], labels[:512]))
 digest = hashlib.sha256(result.history.drop(columns="epoch_seconds").to_csv().encode())
 for weight in model.get_weights():
     digest.update(np.ascontiguousarray(weight).tobytes())
@@ -90,20 +93,20 @@ def test_an_interrupted_fit_resumes_from_its_backup_as_if_never_stopped(tmp_path
               "schedule": "inverse_time", "decay": 0.01, "augmentation": {"horizontal_flip": True, "shift": 0.1}}
 
     def fit(backup=None, stop=None):
-        training.make_deterministic(config["seed"])
+        fit.make_deterministic(config["seed"])
         model = models.build_model("elu3", 10, SCALE, config)
-        result = training.train(model, config, tiny_data(0), tiny_data(1, 32), extra_callbacks=stop, backup=backup)
+        result = fit.train(model, config, tiny_data(0), tiny_data(1, 32), extra_callbacks=stop, backup=backup)
         return result, model.get_weights()
 
     whole, whole_weights = fit()
-    with_backup, backed_up_weights = fit(training.EpochBackup(tmp_path / "unused", "a"))
+    with_backup, backed_up_weights = fit(fit.EpochBackup(tmp_path / "unused", "a"))
     assert with_backup.history.drop(columns="epoch_seconds").equals(whole.history.drop(columns="epoch_seconds"))
     assert all(np.array_equal(a, b) for a, b in zip(whole_weights, backed_up_weights, strict=True))
 
     with pytest.raises(KeyboardInterrupt):
-        fit(training.EpochBackup(tmp_path / "backup", "a"), [stop_after(2)])  # stopped before epoch 2's backup
-    assert training.EpochBackup(tmp_path / "backup", "other params").epochs_done == 0
-    backup = training.EpochBackup(tmp_path / "backup", "a")
+        fit(fit.EpochBackup(tmp_path / "backup", "a"), [stop_after(2)])  # stopped before epoch 2's backup
+    assert fit.EpochBackup(tmp_path / "backup", "other params").epochs_done == 0
+    backup = fit.EpochBackup(tmp_path / "backup", "a")
     assert backup.epochs_done == 1
     resumed, resumed_weights = fit(backup)
     assert resumed.history.drop(columns="epoch_seconds").equals(whole.history.drop(columns="epoch_seconds"))
@@ -115,14 +118,14 @@ def test_an_interrupted_fit_resumes_from_its_backup_as_if_never_stopped(tmp_path
 def test_a_backup_that_does_not_fit_the_model_is_refused_with_its_folder_named(tmp_path):
     # Same fingerprint, other net: only a hand-copied or hand-edited backup gets here.
     config = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 16, "epochs": 2, "seed": 3}
-    training.make_deterministic(config["seed"])
+    fit.make_deterministic(config["seed"])
     with pytest.raises(KeyboardInterrupt):
-        training.train(models.build_model("elu3", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
-                       extra_callbacks=[stop_after(2)], backup=training.EpochBackup(tmp_path / "elu3", "same"))
-    backup = training.EpochBackup(tmp_path / "elu3", "same")
+        fit.train(models.build_model("elu3", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
+                       extra_callbacks=[stop_after(2)], backup=fit.EpochBackup(tmp_path / "elu3", "same"))
+    backup = fit.EpochBackup(tmp_path / "elu3", "same")
     assert backup.epochs_done == 1
     with pytest.raises(PipelineError, match=r"backup in .*elu3 does not fit the model; delete the folder"):
-        training.train(models.build_model("strided2", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
+        fit.train(models.build_model("strided2", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
                        backup=backup)
 
 
@@ -131,7 +134,7 @@ def test_summary_describes_the_saved_model_and_the_best_epoch_apart():
                             "epoch_seconds": [2.0, 2.0, 2.0]})
     # Validated after training: what callbacks did at its end (Lookahead's average) moved it from epoch 3's.
     saved = {"accuracy": 0.65, "loss": 0.85}
-    summary = training.TrainingResult(history, train_seconds=10.0, validation_seconds=4.0, best_epoch=2,
+    summary = fit.TrainingResult(history, train_seconds=10.0, validation_seconds=4.0, best_epoch=2,
                                       evaluated_epoch=3, train_images=600,
                                       saved_model_validation=saved).summary("val_accuracy")
     assert (summary["val_accuracy"], summary["val_loss"], summary["evaluated_epoch"]) == (0.65, 0.85, 3)
@@ -143,9 +146,9 @@ def test_summary_describes_the_saved_model_and_the_best_epoch_apart():
 def test_evaluated_epoch_is_the_one_whose_weights_are_kept(restore):
     config = {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 16, "epochs": 4, "seed": 3,
               "early_stopping": {"monitor": "val_loss", "patience": 10, "restore_best_weights": restore}}
-    training.make_deterministic(config["seed"])
+    fit.make_deterministic(config["seed"])
     model = models.build_model("strided2", 10, SCALE, config)
-    result = training.train(model, config, tiny_data(0), tiny_data(1, 32))
+    result = fit.train(model, config, tiny_data(0), tiny_data(1, 32))
     assert result.best_epoch != 4  # random labels: the validation loss is lowest early, so restoring changes weights
     assert result.evaluated_epoch == (result.best_epoch if restore else 4)
     # The saved weights are the evaluated epoch's: validated again after training, they score its loss.
@@ -161,7 +164,7 @@ def test_shuffling_is_seeded_and_changes_every_epoch():
     images[:, 0, 0, 0] = np.arange(40)  # tag each image with its index
 
     def order(seed):
-        dataset = training.make_dataset(images, labels, 40, shuffle_seed=seed)
+        dataset = fit.make_dataset(images, labels, 40, shuffle_seed=seed)
         return [batch[0][:, 0, 0, 0].numpy().tolist() for _ in range(2) for batch in dataset]
 
     first = order(1)
@@ -172,16 +175,16 @@ def test_shuffling_is_seeded_and_changes_every_epoch():
 def test_drop_remainder_trains_full_batches_only():
     config = {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 24, "epochs": 2, "seed": 0}
     images, labels = tiny_data(0, 64)  # 2 batches of 24 and one of 16
-    sizes = [len(batch[0]) for batch in training.make_dataset(images, labels, 24, shuffle_seed=0,
+    sizes = [len(batch[0]) for batch in fit.make_dataset(images, labels, 24, shuffle_seed=0,
                                                               drop_remainder=True)]
     assert sizes == [24, 24]
     for drop_remainder, steps in ((False, 3), (True, 2)):
-        training.make_deterministic(0)
+        fit.make_deterministic(0)
         model = models.build_model("elu3", 10, SCALE, config)
-        training.train(model, {**config, "drop_remainder": drop_remainder}, (images, labels), tiny_data(1, 8))
+        fit.train(model, {**config, "drop_remainder": drop_remainder}, (images, labels), tiny_data(1, 8))
         assert int(model.optimizer.iterations) == 2 * steps
     with pytest.raises(PipelineError, match="drop_remainder` leaves no batch: 64 training images, batch_size 100"):
-        training.train(model, {**config, "batch_size": 100, "drop_remainder": True}, (images, labels), tiny_data(1, 8))
+        fit.train(model, {**config, "batch_size": 100, "drop_remainder": True}, (images, labels), tiny_data(1, 8))
 
 
 def test_lookahead_pulls_weights_and_batchnorm_statistics_to_the_slow_weights():
@@ -198,12 +201,12 @@ def test_lookahead_pulls_weights_and_batchnorm_statistics_to_the_slow_weights():
         def on_train_batch_end(self, batch, logs=None):
             self.seen.append([np.array(v) for v in self.model.weights])
 
-    training.make_deterministic(0)
+    fit.make_deterministic(0)
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.BatchNormalization()(inputs)))
     model.compile(keras.optimizers.SGD(0.1), "mse")
     before, after = Record(), Record()  # Keras calls callbacks in list order
-    lookahead = training.Lookahead(total_steps=10)
+    lookahead = fit.Lookahead(total_steps=10)
     x = np.random.default_rng(0).random((40, 4)).astype("float32")
     model.fit(x, x[:, :2] * 3, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[before, lookahead, after])
     start, raw, pulled = before.seen[0], before.seen[1:], after.seen[1:]
@@ -218,14 +221,14 @@ def test_lookahead_pulls_weights_and_batchnorm_statistics_to_the_slow_weights():
 
 def test_learning_rate_schedules():
     steps = 10
-    keras_decay = training.learning_rate({"learning_rate": 0.1, "schedule": "inverse_time", "decay": 0.5,
+    keras_decay = fit.learning_rate({"learning_rate": 0.1, "schedule": "inverse_time", "decay": 0.5,
                                           "epochs": 1}, steps)
     assert float(keras_decay(2)) == pytest.approx(0.1 / (1 + 0.5 * 2))
-    onecycle = training.learning_rate({"learning_rate": 0.1, "schedule": "onecycle", "epochs": 4}, steps)
+    onecycle = fit.learning_rate({"learning_rate": 0.1, "schedule": "onecycle", "epochs": 4}, steps)
     rates = [float(onecycle(step)) for step in range(40)]
     assert rates[0] == pytest.approx(0.01) and max(rates) == pytest.approx(0.1, rel=1e-3)
     assert rates.index(max(rates)) == 10 and rates[-1] < 0.001
-    assert training.learning_rate({"learning_rate": 0.1, "epochs": 1}, steps) == 0.1
+    assert fit.learning_rate({"learning_rate": 0.1, "epochs": 1}, steps) == 0.1
 
 
 # --- the train stage, run as DVC runs it ---------------------------------------------------------
@@ -362,7 +365,7 @@ def test_interrupted_training_leaves_no_model_and_a_killed_run(project, signal_n
 def test_a_signal_during_a_store_write_waits_for_the_write():
     import os
 
-    from src import tracking
+    from src.core import tracking
 
     written, before = [], signal.getsignal(signal.SIGINT)  # SIG_IGN where CI runs as a background job
     with pytest.raises(KeyboardInterrupt, match="signal 2"), tracking.signals_deferred():
@@ -459,9 +462,9 @@ def test_tta_scores_every_metric_and_no_tta_one_view():
     labels = np.eye(2, dtype=np.uint8)[[1, 1]]
     net = mirror_sensitive_model()
     for mode in ("flip", "flip_shift"):
-        result = evaluation.evaluate(tta.with_tta(net, mode), images, labels, ["a", "b"], batch_size=2,
+        result = scoring.evaluate(tta.with_tta(net, mode), images, labels, ["a", "b"], batch_size=2,
                                      single_view=net)
         assert result.metrics["test_accuracy_tta"] == 1.0 and result.metrics["test_accuracy_single_view"] == 0.5
         assert list(result.predictions["predicted"]) == ["b", "b"]
-    plain = evaluation.evaluate(net, images, labels, ["a", "b"], batch_size=2)
+    plain = scoring.evaluate(net, images, labels, ["a", "b"], batch_size=2)
     assert plain.metrics["test_accuracy_tta"] == plain.metrics["test_accuracy_single_view"] == 0.5

@@ -170,7 +170,7 @@ def keras_probabilities(root: Path, name: str, pixels: np.ndarray) -> np.ndarray
     import keras
     import yaml
 
-    from src.tta import with_tta
+    from src.evaluation.tta import with_tta
 
     tta = yaml.safe_load((root / "params.yaml").read_text())["evaluate"]["tta"]
     return with_tta(keras.models.load_model(root / f"models/{name}.keras"), tta).predict(pixels, verbose=0)

@@ -5,7 +5,7 @@ import socket
 import keras
 from keras import layers
 
-from src.errors import PipelineError
+from src.core.errors import PipelineError
 
 
 def conv(filters, kernel=3, **kwargs):

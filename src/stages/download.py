@@ -3,10 +3,11 @@
 Params: data.dataset, data.source (URL or local path; null = official URL), data.md5.
 """
 
-from src import config as paths
-from src.errors import run_stage
-from src.fetch import clear_folder, fetch_archive
-from src.params import DATASETS, dataset_source, load_params
+from src.core import config as paths
+from src.core.config import DATASETS, dataset_source
+from src.core.errors import run_stage
+from src.core.params import load_params
+from src.data.fetch import clear_folder, fetch_archive
 
 
 def main(argv: list[str]) -> None:

@@ -12,14 +12,15 @@ report and the seed table read is in these committed files, none in the DVC cach
 
 from pathlib import Path
 
-from src import config as paths
-from src import reporting, tracking
-from src.data import load_array, load_classes
-from src.errors import run_stage
-from src.evaluation import accuracy_by_view, evaluate, load_model, model_summary
-from src.fileio import atomic_dir, atomic_path, read_json, write_json
-from src.params import load_params
-from src.stages import stage_arguments
+from src.core import config as paths
+from src.core import tracking
+from src.core.arrays import load_array, load_classes
+from src.core.cli import stage_arguments
+from src.core.errors import run_stage
+from src.core.fileio import atomic_dir, atomic_path, read_json, write_json
+from src.core.params import load_params
+from src.evaluation import figures
+from src.evaluation.scoring import accuracy_by_view, evaluate, load_model, model_summary
 
 # The code and CPU a model trained with, as its MLflow run recorded them when training started: NAME.run.json
 # takes the commit when training ends, which a long training can outlast.
@@ -29,8 +30,8 @@ TRAINING_TAGS = ("git_commit", "git_dirty", "cpu_model", "cpu_family_model", "cp
 def write_details(folder: Path, name: str, result, net, trained: dict) -> None:
     result.per_class.round(4).to_csv(folder / "per_class.csv")
     result.confusion.to_csv(folder / "confusion_matrix.csv")
-    figure = reporting.confusion_figure(result.confusion, f"{name}: test confusion matrix (counts)")
-    reporting.save_figure(figure, folder / "confusion_matrix.png")
+    figure = figures.confusion_figure(result.confusion, f"{name}: test confusion matrix (counts)")
+    figures.save_figure(figure, folder / "confusion_matrix.png")
     (folder / "summary.txt").write_text(model_summary(net))
     # Committed, unlike the model and NAME.run.json (DVC cache): what the report and the seed table read.
     run = tracking.find_run(trained["run_id"])
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> None:
     tracking.configure_store()
     import keras
 
-    from src.tta import with_tta
+    from src.evaluation.tta import with_tta
 
     keras.utils.disable_interactive_logging()
     fix = "run `dvc repro preprocess`"

@@ -4,12 +4,13 @@ a train section's: its statistics come from the split's training images, applied
 Params: data.dataset, data.label_mode.
 """
 
-from src import config as paths
-from src.cifar_format import decode_archive
-from src.data import one_hot, save_arrays
-from src.errors import run_stage
-from src.fileio import atomic_dir, write_json
-from src.params import DATASETS, load_params
+from src.core import config as paths
+from src.core.config import DATASETS
+from src.core.errors import run_stage
+from src.core.fileio import atomic_dir, write_json
+from src.core.params import load_params
+from src.data.cifar_format import decode_archive
+from src.data.dataset import one_hot, save_arrays
 
 
 def main(argv: list[str]) -> None:

@@ -2,28 +2,28 @@
 
 Params: architectures (which to compare), train (normalization), data and split (traceability). Reads
 only the files dvc.yaml declares for it and writes nothing that varies between identical runs (the work
-is in src/reporting.py). Deletes the results of architectures removed from `architectures`, so neither
+is in src/report.py). Deletes the results of architectures removed from `architectures`, so neither
 git nor `dvc metrics show` keeps them.
 """
 
-from src import config as paths
-from src import reporting
-from src.errors import run_stage
-from src.fileio import atomic_dir, atomic_path
-from src.params import load_params
+from src.core import config as paths
+from src.core.errors import run_stage
+from src.core.fileio import atomic_dir, atomic_path
+from src.core.params import load_params
+from src.reporting import report
 
 
 def main(argv: list[str]) -> None:
     params = load_params()
-    removed = reporting.remove_unlisted(params["architectures"])
+    removed = report.remove_unlisted(params["architectures"])
     if removed:
         print(f"report: removed {len(removed)} results of architectures no longer in `architectures`: "
               f"{', '.join(sorted({path.name.split('.')[0] for path in removed}))}")
-    comparison = reporting.collect(params)
+    comparison = report.collect(params)
     with atomic_dir(paths.FIGURES_DIR) as folder:
-        figures = reporting.write_figures(folder, comparison)
+        figures = report.write_figures(folder, comparison)
     with atomic_path(paths.REPORT_FILE) as tmp:
-        tmp.write_text(reporting.render(comparison, figures))
+        tmp.write_text(report.render(comparison, figures))
     best = comparison.best
     print(f"report: {len(comparison.results)} architectures -> {paths.REPORT_FILE} "
           f"(chosen on validation: {best['name']}, test accuracy {best['test']['test_accuracy_tta']:.4f})")

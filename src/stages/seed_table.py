@@ -6,14 +6,15 @@ and the notebooks' own runs in seeds/notebooks/; rows not trained yet stay in th
 work is in src/seed_table.py).
 """
 
-import hashlib
 
-from src import config as paths
-from src import reporting, seed_table
-from src.data import load_array, load_classes
-from src.errors import run_stage
-from src.fileio import atomic_dir, atomic_path
-from src.params import load_params
+from src.core import config as paths
+from src.core.arrays import load_array, load_classes
+from src.core.errors import run_stage
+from src.core.fileio import atomic_dir, atomic_path
+from src.core.params import load_params
+from src.core.tracking import files_md5
+from src.evaluation import figures
+from src.reporting import report, seed_table
 
 OVERFITTING_ROW = "elu3"  # seed 000 shows its train accuracy (inference mode) beside its test accuracy
 
@@ -28,13 +29,13 @@ def main(argv: list[str]) -> None:
     train_labels = load_array(paths.PROCESSED_DIR, "train_labels", "run `dvc repro preprocess`").argmax(axis=1)
     sections = []
     with atomic_dir(paths.SEEDS_FIGURES_DIR) as folder:
-        reporting.save_figure(seed_table.class_samples_figure(train_images, train_labels, classes["class_names"]),
+        figures.save_figure(seed_table.class_samples_figure(train_images, train_labels, classes["class_names"]),
                               folder / "class_samples.png")
         sections.append(f"![training images of each class]({figures_link}/class_samples.png)")
         for row in rows:
             if row.recipe and (row.recipe.get("augmentation") or {}):
                 figure = seed_table.augmented_figure(train_images[:4], row.recipe, row.name)
-                reporting.save_figure(figure, folder / f"augmented_{row.name}.png")
+                figures.save_figure(figure, folder / f"augmented_{row.name}.png")
                 sections.append(f"![{row.name}: augmented training images]({figures_link}/augmented_{row.name}.png)")
     details_link = "../" + paths.layout("seeds").details_dir.as_posix()
     summaries = [f"[{row.name}]({details_link}/{row.name}/summary.txt)" for row in rows if row.result]
@@ -43,9 +44,9 @@ def main(argv: list[str]) -> None:
     if overfitting:
         train, test = (overfitting.result["test"][f"{split}_accuracy_single_view"] for split in ("train", "test"))
         gap = (f"Seed 000's overfitting figure, for {OVERFITTING_ROW}: accuracy on its own training images in "
-               f"inference mode {reporting.percent(train)}, on the test set {reporting.percent(test)} (the "
+               f"inference mode {report.percent(train)}, on the test set {report.percent(test)} (the "
                "notebook: 95.4 % and 76.8 %).")
-    md5 = hashlib.md5((paths.SPLIT_DIR / "train_images.npy").read_bytes()).hexdigest()
+    md5 = files_md5([paths.SPLIT_DIR / "train_images.npy"])
     text = "\n".join([
         "# The seed notebooks' experiments, through the pipeline",
         "",
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> None:
         f"{params['split']['val_fraction']:.0%}-validation split of the archive `{params['data'].get('source')}` "
         f"(md5 `{params['data'].get('md5')}`, training images md5 `{md5}`). The test set only scores.",
         "",
-        reporting.markdown_table(seed_table.table(rows)),
+        report.markdown_table(seed_table.table(rows)),
         "",
         "*notebook's figure*: the test accuracy the notebook prints (official archive). *pipeline, one view*: "
         "the pipeline's test accuracy with one prediction per image, comparable with it; *TTA*: with "
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> None:
         "",
         "## Provenance",
         "",
-        reporting.markdown_table(seed_table.provenance(rows)) if any(r.result or r.notebook for r in rows)
+        report.markdown_table(seed_table.provenance(rows)) if any(r.result or r.notebook for r in rows)
         else "No row has run yet.",
         "",
         "## The notebooks' figures",

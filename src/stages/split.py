@@ -3,11 +3,12 @@
 Params: split.val_fraction, split.seed.
 """
 
-from src import config as paths
-from src.data import load_array, load_classes, save_arrays, stratified_split, write_class_counts
-from src.errors import run_stage
-from src.fileio import atomic_dir
-from src.params import load_params
+from src.core import config as paths
+from src.core.arrays import load_array, load_classes
+from src.core.errors import run_stage
+from src.core.fileio import atomic_dir
+from src.core.params import load_params
+from src.data.dataset import save_arrays, stratified_split, write_class_counts
 
 
 def main(argv: list[str]) -> None:

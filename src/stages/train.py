@@ -8,13 +8,15 @@ holds the last finished epoch: a killed training rerun with the same params, dat
 in a new MLflow run (tag `resumed_from_run_id`) that holds every epoch.
 """
 
-from src import config as paths
-from src import tracking
-from src.data import load_array, load_classes, normalization_stats
-from src.errors import PipelineError, run_stage
-from src.fileio import atomic_path, read_json, remove_partials, write_json
-from src.params import dataset_source, load_params, train_sections
-from src.stages import stage_arguments
+from src.core import config as paths
+from src.core import tracking
+from src.core.arrays import load_array, load_classes
+from src.core.cli import stage_arguments
+from src.core.config import dataset_source
+from src.core.errors import PipelineError, run_stage
+from src.core.fileio import atomic_path, read_json, read_model, remove_partials, write_json
+from src.core.params import load_params, train_sections
+from src.training.normalization import normalization_stats
 
 USAGE = "usage: python -m src.stages.train ARCHITECTURE [--table seeds]"
 
@@ -31,8 +33,8 @@ def main(argv: list[str]) -> None:
 
     import keras
 
-    from src import device, training
-    from src.models import build_model, continue_from, load_parent
+    from src.training import device, fit
+    from src.training.models import build_model, continue_from
 
     device.enable_memory_growth()  # before TensorFlow touches a GPU
     keras.utils.disable_interactive_logging()  # no progress bars in `dvc repro` logs (MLflow predicts too)
@@ -43,11 +45,12 @@ def main(argv: list[str]) -> None:
                                                           for f in paths.SPLIT_FILES)
     classes = load_classes(paths.PROCESSED_DIR)
     normalization = normalization_stats(train_images, config["normalization"])
-    training.steps_per_epoch(name, config, len(train_images))  # a bad batch setup fails before the run starts
+    fit.steps_per_epoch(name, config, len(train_images))  # a bad batch setup fails before the run starts
     parent = config.get("init_from")
-    parent_model = load_parent(layout.model_file(parent), parent) if parent else None
+    parent_model = read_model(layout.model_file(parent), f"`init_from: {parent}`: its model",
+                              f"train {parent} first (`dvc repro seeds/dvc.yaml`)") if parent else None
     print(f"train@{name}: on {device.summary()}", flush=True)
-    training.make_deterministic(config["seed"])
+    fit.make_deterministic(config["seed"])
     model = build_model(name, train_labels.shape[1], normalization, config, train_images=train_images)
     if parent_model is not None:
         continue_from(model, parent_model, parent)
@@ -59,10 +62,10 @@ def main(argv: list[str]) -> None:
         tags["init_from_run_id"] = read_json(layout.run_file(parent), f"MLflow run id of {parent}",
                                              f"retrain {parent} (`dvc repro seeds/dvc.yaml`)")["run_id"]
     backup = None
-    if training.resumable(config):
+    if fit.resumable(config):
         # A continuation's backup holds epochs trained on top of one parent model: a retrained parent
         # (a new run) must start it over.
-        backup = training.EpochBackup(layout.models_dir / "backup" / name, training.fingerprint(
+        backup = fit.EpochBackup(layout.models_dir / "backup" / name, fit.fingerprint(
             name, table, config, tags["data_md5"], keras.__version__, tags.get("init_from_run_id")))
         if backup.epochs_done:
             tags["resumed_from_run_id"] = backup.run_id
@@ -80,9 +83,9 @@ def main(argv: list[str]) -> None:
             backup.run_id = run.info.run_id
             for epoch, logs in enumerate(backup.progress["epochs"]):
                 epoch_metrics.on_epoch_end(epoch, logs)
-        result = training.train(model, config, (train_images, train_labels), (val_images, val_labels),
+        result = fit.train(model, config, (train_images, train_labels), (val_images, val_labels),
                                 extra_callbacks=[epoch_metrics], backup=backup)
-        summary = {**result.summary(training.monitor_of(config)), "parameters": model.count_params()}
+        summary = {**result.summary(fit.monitor_of(config)), "parameters": model.count_params()}
         # The saved model's validation scores get their own names: `val_*` are per-epoch series.
         tracking.mlflow.log_metrics({("evaluated_" + k if k.startswith("val_") else k): float(v)
                                      for k, v in summary.items() if k != "monitor"})
@@ -97,7 +100,8 @@ def main(argv: list[str]) -> None:
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "model_uri": model_uri, "tracking_uri": tracking.mlflow.get_tracking_uri(),
             "data_md5": tags["data_md5"], "device": tags["device_summary"],
-            **{key: value for key, value in tracking.git_tags().items() if key.startswith("git_")}})
+            # the commit the run started on, as its MLflow tags say: not the one it may end on
+            **{key: value for key, value in run.data.tags.items() if key.startswith("git_")}})
     if backup is not None:
         backup.remove()
     print(f"train@{name}: val_accuracy {summary['val_accuracy']:.4f} (saved model, after epoch "

@@ -9,34 +9,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from src import architectures, device
-from src.errors import PipelineError
-
-
-def augmentation_layers(config: dict, seed: int) -> list:
-    augmentation = config.get("augmentation") or {}
-    steps = []
-    if augmentation.get("horizontal_flip"):
-        steps.append(functools.partial(layers.RandomFlip, "horizontal"))
-    if augmentation.get("shift"):
-        shift = augmentation["shift"]
-        # ImageDataGenerator's default fill mode, as in seed 004
-        steps.append(functools.partial(layers.RandomTranslation, shift, shift, fill_mode="nearest"))
-    if augmentation.get("crop_padding"):
-        # Pad-and-random-crop is a random integer shift; RandomCrop would resize instead of
-        # center-crop at inference, RandomTranslation is the identity there. Borders reflected
-        # including the edge pixel (Keras' "reflect" is numpy's "symmetric"); Page's ResNet and
-        # airbench reflect without it, one pixel apart, a fill RandomTranslation does not offer.
-        # A shift drawn within +-(padding + 0.5) pixels and
-        # rounded is each of the 2 * padding + 1 crops equally often, as pad-and-crop; within
-        # +-padding, the outermost crops came half as often.
-        shift = (augmentation["crop_padding"] + 0.5) / 32
-        steps.append(functools.partial(layers.RandomTranslation, shift, shift, fill_mode="reflect",
-                                       interpolation="nearest"))
-    # A seed per layer: layers seeded alike draw the same numbers, and every image shifted up
-    # was then flipped, none shifted down was.
-    # In float32, as the normalization before them: a reduced-precision policy would round the images again.
-    return [make(seed=seed + offset, dtype="float32") for offset, make in enumerate(steps)]
+from src import architectures
+from src.core.errors import PipelineError
+from src.training import device
+from src.training.augmentation import augmentation_layers
 
 
 def build_model(name: str, num_classes: int, normalization: dict, config: dict | None = None,
@@ -72,14 +48,6 @@ def _weighted_layers(model: keras.Model) -> list:
     # Augmentation layers hold only their random generators' state: not part of what was learned.
     return [layer for layer in model.layers if layer.weights
             and not isinstance(layer, layers.RandomFlip | layers.RandomTranslation)]
-
-
-def load_parent(path, parent: str) -> keras.Model:
-    try:
-        return keras.models.load_model(path)
-    except (FileNotFoundError, OSError, ValueError) as error:
-        raise PipelineError(f"`init_from: {parent}`: its model {path} cannot be loaded ({error}); train "
-                            f"{parent} first (`dvc repro seeds/dvc.yaml`)") from None
 
 
 def continue_from(model: keras.Model, parent: keras.Model, parent_name: str) -> None:

@@ -9,6 +9,20 @@ from pathlib import Path
 
 PARAMS_FILE = Path("params.yaml")
 
+# Where each data set comes from when `data.source` and `data.md5` are null.
+DATASETS = {
+    "cifar10": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+        "archive": "cifar-10-python.tar.gz",
+    },
+    "cifar100": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "archive": "cifar-100-python.tar.gz",
+    },
+}
+
 DATA_DIR = Path("data")
 RAW_DIR = DATA_DIR / "raw"
 PROCESSED_DIR = DATA_DIR / "processed"
@@ -35,7 +49,7 @@ SEEDS_TABLE_FILE = REPORTS_DIR / "seeds.md"
 SEEDS_FIGURES_DIR = SEEDS_DIR / "figures"
 NOTEBOOK_RESULTS_DIR = SEEDS_DIR / "notebooks"  # the notebooks' own code on the same archive
 
-# MLflow's embedded store, anchored at the project root (see src/tracking.py).
+# MLflow's embedded store, anchored at the project root (see src/core/tracking.py).
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlruns"
 
@@ -89,3 +103,9 @@ class Layout:
 
 def layout(table: str) -> Layout:
     return Layout(SEEDS_DIR if table == "seeds" else Path("."))
+
+
+def dataset_source(data: dict) -> tuple[str, str]:
+    """The source and md5 to download: ``null`` in params means the official ones."""
+    official = DATASETS[data["dataset"]]
+    return data.get("source") or official["url"], data.get("md5") or official["md5"]

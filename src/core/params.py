@@ -7,127 +7,19 @@ refuses unknown keys and suggests the closest valid one.
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
 from src import architectures
-from src.config import PARAMS_FILE
-from src.errors import PipelineError
-
-DATASETS = {
-    "cifar10": {
-        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        "md5": "c58f30108f718f92721af3b95e74349a",
-        "archive": "cifar-10-python.tar.gz",
-    },
-    "cifar100": {
-        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        "md5": "eb9058c3a382ffc7106e4002c42a8d85",
-        "archive": "cifar-100-python.tar.gz",
-    },
-}
-
-Dataset = Literal["cifar10", "cifar100"]
-Fraction = Annotated[float, Field(ge=0, lt=1)]
-
-
-class Section(BaseModel):
-    # strict: `true` is not the number 1, "0.5" is not 0.5, and `1e-3` (a string in YAML 1.1) is refused.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class Data(Section):
-    dataset: Dataset
-    source: Annotated[str, StringConstraints(min_length=1)] | None = None  # null: the official URL
-    md5: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None  # null: the official md5
-    label_mode: Literal["fine", "coarse"] = "fine"  # CIFAR-100's 100 classes or 20 superclasses
-
-
-class Split(Section):
-    val_fraction: float = Field(gt=0, lt=1)
-    seed: int = Field(ge=0)
-
-
-class Augmentation(Section):
-    horizontal_flip: bool = False
-    shift: float = Field(0.0, ge=0, le=0.5)
-    crop_padding: int = Field(0, ge=0, le=16)
-
-
-class EarlyStopping(Section):
-    monitor: Literal["val_loss", "val_accuracy"]
-    patience: int = Field(ge=1)
-    restore_best_weights: bool = False
-
-
-class Train(Section):
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
-    learning_rate: float = Field(gt=0)
-    momentum: Fraction | None = None  # sgd only
-    nesterov: bool | None = None  # sgd only
-    schedule: Literal["constant", "inverse_time", "cosine", "onecycle"] = "constant"
-    decay: float | None = Field(None, ge=0)  # inverse_time only: Keras 2's `decay`
-    weight_decay: float | None = Field(None, ge=0)  # null: the optimizer's default (AdamW 0.004, else none)
-    label_smoothing: Fraction = 0.0
-    batch_size: int = Field(ge=1)
-    # Leave out each epoch's last, partial batch (tf.data's drop_remainder, PyTorch's drop_last).
-    drop_remainder: bool = False
-    epochs: int = Field(ge=1)
-    # Airbench's Lookahead: training ends on an average of its last steps' weights (src/training.py).
-    lookahead: bool = False
-    augmentation: Augmentation | None = None
-    early_stopping: EarlyStopping | None = None
-    weights: Literal["imagenet"] | None = None  # vgg16_* only; null trains from scratch
-    # scale: /255 (seeds 001-004); standardize: one mean and std over all pixels (seed 000); per_channel.
-    # Statistics from the training images of the split only, applied inside the model.
-    normalization: Literal["scale", "standardize", "per_channel"] = "scale"
-    # Start from this train section's trained model instead of random weights (seed 004's cifar_cnn_4 is
-    # cifar_cnn_3 trained on with augmentation): the same net, the same normalization.
-    init_from: str | None = None
-    seed: int = Field(ge=0)
-    jit_compile: bool = False
-    # Keras' mixed_bfloat16 / mixed_float16 policy. bfloat16: float32 where the CPU lacks bfloat16
-    # instructions; float16 is for GPUs and trains in float32 on a CPU.
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
-
-    @model_validator(mode="after")
-    def keys_that_apply(self) -> "Train":
-        problems = []
-        if self.optimizer != "sgd":
-            problems += [f"`{key}` applies to sgd only, not {self.optimizer}; remove it"
-                         for key in ("momentum", "nesterov") if getattr(self, key) is not None]
-        if self.schedule == "inverse_time" and self.decay is None:
-            problems.append("`schedule: inverse_time` needs `decay`")
-        if self.schedule != "inverse_time" and self.decay is not None:
-            problems.append(f"`decay` applies to `schedule: inverse_time` only, not {self.schedule}; remove it")
-        if self.lookahead and self.early_stopping and self.early_stopping.restore_best_weights:
-            # Lookahead ends training on its slow weights, which no epoch validated; restoring the best
-            # epoch after it would silently throw that average away.
-            problems.append("`lookahead` and `early_stopping.restore_best_weights` exclude each other: the "
-                            "restored epoch would discard Lookahead's final average; drop one of them")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-
-class Reference(Section):
-    """The seed notebook's own figures for a row of the seed table: read by the table only, never by training."""
-
-    seed: Annotated[str, StringConstraints(pattern=r"^\d{3}$")]  # the notebook in ../shared/seeds/
-    epochs: int | None = Field(None, ge=1)
-    accuracy: float | None = Field(None, ge=0, le=1)
-    dataset: Dataset = "cifar10"
-    label_mode: Literal["fine", "coarse"] = "fine"
-    note: str | None = None  # what differs from the notebook, or why the row cannot run here
-
-
-class Evaluate(Section):
-    batch_size: int = Field(ge=1)
-    # Test-time augmentation of the `*_tta` test metrics, of the model promote registers and of predict
-    # (src/tta.py); none: one prediction per image.
-    tta: Literal["none", "flip", "flip_shift"] = "none"
+from src.core.config import PARAMS_FILE
+from src.core.errors import PipelineError
+from src.core.schema import Section
+from src.data.schema import Data, Split
+from src.evaluation.schema import Evaluate
+from src.reporting.schema import Reference
+from src.training.recipe import Train
 
 
 def _registered(names: list[str]) -> list[str]:
@@ -164,9 +56,9 @@ class Seeds(Section):
     trained model it starts from (its `init_from`), so DVC retrains it when its parent changes."""
 
     rows: Annotated[list[str], Field(min_length=1), AfterValidator(_registered)]
-    continued: dict[str, str] = {}
+    continued: dict[str, str] = Field(default_factory=dict)
     train: dict[str, Train]
-    reference: dict[str, Reference] = {}
+    reference: dict[str, Reference] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def rows_have_sections(self) -> "Seeds":
@@ -269,12 +161,6 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict:
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     return validate(params)
-
-
-def dataset_source(data: dict) -> tuple[str, str]:
-    """The source and md5 to download: ``null`` in params means the official ones."""
-    official = DATASETS[data["dataset"]]
-    return data.get("source") or official["url"], data.get("md5") or official["md5"]
 
 
 def train_sections(params: dict, table: str) -> dict[str, dict]:

@@ -1,4 +1,4 @@
-"""Where a net trains: the GPUs TensorFlow sees, or the CPU (src/cpu.py), and the precision it can run.
+"""Where a net trains: the GPUs TensorFlow sees, or the CPU (src/training/cpu.py), and the precision it can run.
 
 Every MLflow run is tagged with :func:`describe` and every train stage logs :func:`summary`, so a figure
 always says which device made it.
@@ -8,7 +8,7 @@ import sys
 
 import tensorflow as tf
 
-from src import cpu
+from src.training import cpu
 
 
 def gpus() -> list:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from src.errors import PipelineError
-from src.fileio import atomic_dir
+from src.core.errors import PipelineError
+from src.core.fileio import atomic_dir
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
 
@@ -203,7 +203,7 @@ def fingerprint(*parts) -> str:
     """What a backup must have been made with to be resumed: ``parts`` (params, data), as JSON, and
     the code, every module of src/."""
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for module in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+    for module in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):  # every module of src/
         digest.update(module.read_bytes())
     return digest.hexdigest()
 

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from numpy._core.multiarray import _reconstruct
 
-from src.errors import PipelineError
+from src.core.errors import PipelineError
 
 IMAGE_SHAPE = (32, 32, 3)
 PIXELS = 32 * 32 * 3

@@ -13,7 +13,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from src.errors import PipelineError
+from src.core.errors import PipelineError
+from src.core.fileio import read_model
 
 
 @dataclass
@@ -25,13 +26,7 @@ class Evaluation:
 
 
 def load_model(path) -> keras.Model:
-    try:
-        return keras.models.load_model(path)
-    except FileNotFoundError:
-        raise PipelineError(f"model {path} is missing; run its train stage (`dvc repro`)") from None
-    except (OSError, ValueError) as error:
-        raise PipelineError(f"model {path} cannot be loaded ({error}); retrain it with "
-                            "`dvc repro --force` on its train stage") from None
+    return read_model(path, "the trained model", "run its train stage (`dvc repro`)")
 
 
 def accuracy_by_view(split: str, views: dict[str, keras.Model], images: np.ndarray, one_hot: np.ndarray,

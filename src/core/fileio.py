@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from src.errors import PipelineError
+from src.core.errors import PipelineError
 
 # `.NAME.` + tempfile's 8 random characters + `.partial` (+ a suffix, or `-old` for a replaced folder)
 TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.partial")
@@ -144,3 +144,15 @@ def read_json(path: Path | str, what: str, fix: str) -> dict:
         raise PipelineError(f"{what} is missing: {path} does not exist; {fix}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise PipelineError(f"{what} is corrupt: {path} is not valid JSON ({error}); {fix}") from None
+
+
+def read_model(path: Path | str, what: str, fix: str):
+    """Load a Keras model another stage saved; a missing or unreadable file is a PipelineError."""
+    import keras
+
+    try:
+        return keras.models.load_model(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{what} is missing: {path} does not exist; {fix}") from None
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"{what} cannot be loaded from {path} ({error}); {fix}") from None

@@ -30,8 +30,8 @@ import numpy as np
 from mlflow.entities import Metric, RunTag
 from mlflow.models import infer_signature
 
-from src.config import MLFLOW_ARTIFACTS, MLFLOW_DB
-from src.errors import PipelineError
+from src.core.config import MLFLOW_ARTIFACTS, MLFLOW_DB
+from src.core.errors import PipelineError
 
 MODEL_ARTIFACT = "model"
 SERVER_CHECK_SECONDS = 5

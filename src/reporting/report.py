@@ -2,8 +2,8 @@
 byte-identical for identical inputs.
 
 The stage is ``collect`` -> ``write_figures`` -> ``render``. ``collect`` reads the other stages'
-outputs (paths from src/config.py), never dvc.lock, and checks them; the best model is chosen there,
-once. The figure helpers above it also serve the evaluate stage.
+outputs (paths from src/core/config.py), never dvc.lock, and checks them; the best model is chosen
+there, once.
 """
 
 import shutil
@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from src import config as paths
-from src.data import load_array, load_classes
-from src.errors import PipelineError
-from src.fileio import atomic_path, read_json
-from src.params import DATASETS
+from src.core import config as paths
+from src.core.arrays import load_array, load_classes
+from src.core.config import DATASETS
+from src.core.errors import PipelineError
+from src.core.fileio import read_json
+from src.evaluation.figures import confusion_figure, save_figure
 
 matplotlib.use("Agg")  # files only: no display on CI or in `dvc repro`
 
@@ -31,29 +32,7 @@ TTA_WORDS = {
     "flip_shift": "with test-time augmentation (each prediction averages the image and its mirror image, each "
                   "also shifted by one pixel up-left and down-right)",
 }
-ANNOTATED_CLASSES = 20  # above this a confusion matrix is drawn without per-cell numbers
 SAMPLE_IMAGES = 24  # test images shown with the best model's predictions
-
-
-def save_figure(figure: plt.Figure, path: Path) -> None:
-    # No "Software" or date metadata: reruns write byte-identical PNGs.
-    with atomic_path(path, suffix=".png") as tmp:
-        figure.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(figure)
-
-
-def confusion_figure(confusion: pd.DataFrame, title: str, normalized: bool = False) -> plt.Figure:
-    classes = len(confusion)
-    values = confusion.div(confusion.sum(axis=1).replace(0, 1), axis=0) if normalized else confusion
-    size = 7 if classes <= ANNOTATED_CLASSES else max(12, classes * 0.16)
-    figure, axes = plt.subplots(figsize=(size + 1.5, size))
-    sns.heatmap(values, ax=axes, cmap="Blues", square=True, annot=classes <= ANNOTATED_CLASSES,
-                fmt=".2f" if normalized else "d", annot_kws={"size": 8}, cbar=True,
-                xticklabels=True, yticklabels=True)
-    axes.set(title=title, xlabel="predicted", ylabel="actual")
-    axes.tick_params(labelsize=8 if classes <= ANNOTATED_CLASSES else 5)
-    figure.tight_layout()
-    return figure
 
 
 def learning_curves_figure(histories: dict[str, pd.DataFrame]) -> plt.Figure:

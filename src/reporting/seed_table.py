@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from src import config as paths
-from src import reporting
-from src.errors import PipelineError
-from src.fileio import read_json
-from src.params import DATASETS
+from src.core import config as paths
+from src.core.config import DATASETS
+from src.core.errors import PipelineError
+from src.core.fileio import read_json
+from src.reporting import report
 
 NOTEBOOK_CODE = {"elu3": "seed000_notebook.py", "strided2": "seed002_notebook.py model_1",
                  "strided4": "seed002_notebook.py model_2", "vgg6": "seed004_notebook.py"}
@@ -61,7 +61,7 @@ def collect(params: dict) -> list[Row]:
         # The evaluate stage's last file: a row counts once its provenance is committed beside its scores.
         done = (paths.layout("seeds").details_dir / name / "training_run.json").exists()
         if name in trained and done:
-            result = reporting.collect_architecture(name, "seeds")
+            result = report.collect_architecture(name, "seeds")
         notebook_file = paths.NOTEBOOK_RESULTS_DIR / f"{name}.json"
         notebook = read_json(notebook_file, f"notebook result of {name}",
                              f"rerun `python benchmarks/seed_notebooks.py {name}`") if notebook_file.exists() else None
@@ -93,7 +93,7 @@ def table(rows: list[Row]) -> pd.DataFrame:
     records = {}
     for row in rows:
         reference, result, notebook = row.reference, row.result, row.notebook
-        published = reporting.percent(reference.get("accuracy"))
+        published = report.percent(reference.get("accuracy"))
         if reference.get("dataset", "cifar10") != "cifar10":
             published += f" ({reference['dataset']})"
         single = result["test"]["test_accuracy_single_view"] if result else None
@@ -103,15 +103,15 @@ def table(rows: list[Row]) -> pd.DataFrame:
         elif result is None:
             status = "not trained yet"
         else:
-            status = f"{reporting.percent(single)}"
+            status = f"{report.percent(single)}"
         train = result["train"] if result else {}
         records[row.name] = {
             "seed": reference.get("seed", "–"),
             "recipe": recipe_text(row.recipe) if row.recipe else "–",
             "notebook's figure": published,
             "pipeline, one view": status,
-            "pipeline, TTA": reporting.percent(result["test"]["test_accuracy_tta"]) if result else "–",
-            "notebook's code here": reporting.percent(notebook["test_accuracy"]) if notebook else "–",
+            "pipeline, TTA": report.percent(result["test"]["test_accuracy_tta"]) if result else "–",
+            "notebook's code here": report.percent(notebook["test_accuracy"]) if notebook else "–",
             "pipeline − notebook code (points)": _gap(single, notebook["test_accuracy"] if notebook else None),
             "notebook code − figure (points)": (_gap(notebook["test_accuracy"] if notebook else None,
                                                      reference.get("accuracy")) if comparable else "not comparable"),
@@ -177,7 +177,7 @@ def augmented_figure(images: np.ndarray, config: dict, name: str, copies: int = 
     import keras
     import matplotlib.pyplot as plt
 
-    from src.models import augmentation_layers
+    from src.training.augmentation import augmentation_layers
 
     steps = augmentation_layers(config, config["seed"])
     figure, grid = plt.subplots(len(images), copies + 1, figsize=((copies + 1) * 1.3, len(images) * 1.3))

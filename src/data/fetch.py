@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from src.errors import PipelineError
-from src.fileio import atomic_path
+from src.core.errors import PipelineError
+from src.core.fileio import atomic_path
 
 CHUNK_BYTES = 1 << 20
 RETRY_DELAYS_SECONDS = (1, 2, 4)
