@@ -73,16 +73,15 @@ def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Optim
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Adds `epoch_seconds` and `learning_rate` to each epoch's logs, prints one line per epoch, and
-    adds up the seconds spent validating (fit's per-epoch evaluation calls on_test_begin/end)."""
+    """Adds `epoch_seconds`, `validation_seconds` (fit's per-epoch evaluation calls on_test_begin/end) and
+    `learning_rate` to each epoch's logs, and prints one line per epoch."""
 
     def __init__(self, name: str, epochs: int):
         super().__init__()
         self.name, self.epochs = name, epochs
-        self.validation_seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        self.started, self.validation_seconds = time.perf_counter(), 0.0
 
     def on_test_begin(self, logs=None):
         self.validation_started = time.perf_counter()
@@ -92,6 +91,7 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["epoch_seconds"] = time.perf_counter() - self.started
+        logs["validation_seconds"] = self.validation_seconds
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         print(f"{self.name} epoch {epoch + 1}/{self.epochs}: loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} "
               f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f} "
@@ -146,7 +146,7 @@ class EpochBackup(keras.callbacks.Callback):
     def __init__(self, folder: Path | str, fingerprint: str):
         super().__init__()
         self.folder, self.fingerprint = Path(folder), fingerprint
-        self.progress = {"epochs": [], "train_seconds": 0.0, "validation_seconds": 0.0, "run_id": None}
+        self.progress = {"epochs": [], "train_seconds": 0.0, "run_id": None}
         with contextlib.suppress(OSError, ValueError):
             saved = json.loads((self.folder / self.PROGRESS).read_text())
             if saved.get("fingerprint") == fingerprint:
@@ -180,13 +180,11 @@ class EpochBackup(keras.callbacks.Callback):
             variable.assign(value)
 
     def on_train_begin(self, logs=None):
-        self.started = time.perf_counter()
-        self.carried = self.progress["train_seconds"], self.progress["validation_seconds"]
+        self.started, self.carried = time.perf_counter(), self.progress["train_seconds"]
 
     def on_epoch_end(self, epoch, logs=None):
         self.progress["epochs"].append({key: float(value) for key, value in (logs or {}).items()})
-        self.progress["train_seconds"] = self.carried[0] + time.perf_counter() - self.started
-        self.progress["validation_seconds"] = self.carried[1] + self.log.validation_seconds
+        self.progress["train_seconds"] = self.carried + time.perf_counter() - self.started
         with atomic_dir(self.folder) as tmp:
             np.savez(tmp / self.STATE, **{f"v{index}": keras.ops.convert_to_numpy(variable)
                                           for index, variable in enumerate(self._state())})
@@ -275,7 +273,6 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
                   metrics=["accuracy"], jit_compile=config.get("jit_compile", False))
     done = backup.epochs_done if backup else 0
-    finished_epochs = list(backup.progress["epochs"]) if done else []
     if done:
         backup.restore(model)
         print(f"{model.name}: resuming after epoch {done}/{config['epochs']} from {backup.folder}", flush=True)
@@ -297,8 +294,6 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
         train_batches = train_batches.skip(done * steps)
     val_batches = make_dataset(*val_data, max(batch_size, 500))
     started = time.perf_counter()
-    if backup:
-        backup.log = log  # whose validation seconds the backup adds up
     # The backup comes last: an epoch it holds has been through every other callback (MLflow's too).
     fit = model.fit(train_batches, steps_per_epoch=steps, validation_data=val_batches, initial_epoch=done,
                     epochs=config["epochs"], verbose=0, shuffle=False,  # make_dataset already shuffles
@@ -307,16 +302,15 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     # What callbacks do at the end of training (Lookahead's final average, EarlyStopping's restore) comes
     # after the last validation: score the weights that are saved, not the last epoch's.
     saved = model.evaluate(val_batches, return_dict=True, verbose=0)
-    history = pd.DataFrame(fit.history)
-    if done:
-        history = pd.concat([pd.DataFrame(finished_epochs), history], ignore_index=True)
-        train_seconds += backup.carried[0]
-        log.validation_seconds += backup.carried[1]
+    # The backup holds every epoch, those of a killed fit it resumed too.
+    history = pd.DataFrame(backup.progress["epochs"] if backup else fit.history)
+    train_seconds += backup.carried if done else 0.0
+    validation_seconds = float(history["validation_seconds"].sum())
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     history = history[HISTORY_COLUMNS]
     monitor = monitor_of(config)
     best = int(history[monitor].idxmin() if monitor.endswith("loss") else history[monitor].idxmax()) + 1
     # Keras restores the best weights at the end of training only when told to.
     evaluated = best if stopping and stopping.get("restore_best_weights") else len(history)
-    return TrainingResult(history, train_seconds, log.validation_seconds, best, evaluated,
+    return TrainingResult(history, train_seconds, validation_seconds, best, evaluated,
                           min(images, steps * batch_size), saved)
