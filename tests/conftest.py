@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,6 +87,26 @@ def make_project(tmp_path):
         return Project(root, archive)
 
     return make
+
+
+def git_project(root: Path, archive: Path, **dotted_values) -> Path:
+    """A git repository of this project's files (the working tree's: tracked and untracked, less what git
+    ignores) with params.yaml pointed at ``archive`` and set as ``dotted_values`` say, committed."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, names):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params = base_params()
+    dotted = {"data.source": str(archive), "data.md5": cifar_fixtures.md5_of(archive), "split.val_fraction": 0.2}
+    for key, value in {**dotted, **dotted_values}.items():
+        set_param(params, key, value)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit = ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]
+    for command in (["init", "-q"], ["add", "-A"], commit):
+        subprocess.run(["git", *command], cwd=root, check=True, capture_output=True)
+    return root
 
 
 def start_train_stage(root: Path, *args: str) -> subprocess.Popen:

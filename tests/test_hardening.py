@@ -116,9 +116,9 @@ def test_report_reads_only_the_files_dvc_declares_for_it(tmp_path):
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
     assert not (declared / "dvc.lock").exists() and not (declared / "data/processed/test_labels.npy").exists()
     run_report(declared)
-    report = (declared / paths.REPORT_FILE).read_text()
-    assert f"`{'0' * 32}`" in report and f"`{'1' * 32}`" in report  # each model's training data md5
-    assert "DVC hash" not in report and "not recorded" not in report
+    text = (declared / paths.REPORT_FILE).read_text()
+    assert f"`{'0' * 32}`" in text and f"`{'1' * 32}`" in text  # each model's training data md5
+    assert "DVC hash" not in text and "not recorded" not in text
     run_report(full)  # the same inputs plus undeclared files: the same report, byte for byte
     assert report_files(full) == report_files(declared)
     assert "feedface" not in (full / paths.REPORT_FILE).read_text()

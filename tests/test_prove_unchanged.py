@@ -1,14 +1,12 @@
 """python -m src.prove_unchanged: a change that leaves results alone is proven so, one that does not is named."""
 
-import shutil
 import subprocess
 import sys
 
 import pytest
-import yaml
 
 from tests import cifar_fixtures
-from tests.conftest import REPO, assert_one_error_line, stage_env
+from tests.conftest import assert_one_error_line, git_project, stage_env
 
 
 def sh(root, *command, check=True):
@@ -24,21 +22,11 @@ def repo(tmp_path_factory):
     recorded for the code as it is (outputs not here keep their hashes), committed."""
     root = tmp_path_factory.mktemp("prove")
     archive = cifar_fixtures.write_archive(root.parent / "c10.tar.gz", cifar_fixtures.cifar10_members())
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           check=True, capture_output=True, text=True).stdout.split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(source=str(archive), md5=cifar_fixtures.md5_of(archive))
-    params["split"]["val_fraction"] = 0.2
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(root, "git", "init", "-q")
+    git_project(root, archive)
     sh(root, "dvc", "repro", "-q", "split")
     sh(root, sys.executable, "-c", "from src.prove_unchanged import commit; commit()")
     sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "data and locks")
     return root
 
 

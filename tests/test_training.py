@@ -2,10 +2,12 @@
 
 import importlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,8 +17,9 @@ import pytest
 from src.core import tracking
 from src.core.errors import PipelineError
 from src.evaluation import scoring, tta
+from src.prove_unchanged import saved_variables
 from src.training import cpu, fit, models
-from tests.conftest import REPO, assert_one_error_line, kill_once_backed_up, stage_env, start_train_stage
+from tests.conftest import REPO, assert_one_error_line, git_project, kill_once_backed_up, stage_env, start_train_stage
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
 
@@ -468,3 +471,51 @@ def test_tta_scores_every_metric_and_no_tta_one_view():
         assert list(result.predictions["predicted"]) == ["b", "b"]
     plain = scoring.evaluate(net, images, labels, ["a", "b"], batch_size=2)
     assert plain.metrics["test_accuracy_tta"] == plain.metrics["test_accuracy_single_view"] == 0.5
+
+
+def test_a_training_killed_in_one_clone_resumes_in_another_sharing_its_cache_and_backups(tmp_path, cifar10_archive):
+    """Long trainings outlive a checkout: two clones whose DVC cache (`dvc cache dir --local`) and
+    TRAINING_BACKUP_DIR lie outside both; the second resumes the first's killed `dvc repro`, bit-identical
+    to a third clone's uninterrupted run."""
+    augmented = {"train.elu3.augmentation": {"horizontal_flip": True, "shift": 0.1}, "train.elu3.epochs": 3,
+                 "train.elu3.batch_size": 50}
+    origin = git_project(tmp_path / "origin", cifar10_archive, **augmented)
+    cache, backups = tmp_path / "shared-cache", tmp_path / "shared-backups"
+    env = stage_env({"PYTHONPATH": "", "TRAINING_BACKUP_DIR": str(backups)})
+
+    def clone(name: str, shared: bool = True) -> Path:
+        root = tmp_path / name
+        subprocess.run(["git", "clone", "-q", str(origin), str(root)], check=True)
+        if shared:
+            subprocess.run(["dvc", "cache", "dir", "--local", str(cache)], cwd=root, check=True, env=env)
+        return root
+
+    first = clone("first")
+    with (first / "repro.log").open("w") as log:
+        process = subprocess.Popen(["dvc", "repro", "train@elu3"], cwd=first, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    progress = backups / "elu3" / "progress.json"
+    deadline = time.monotonic() + 300
+    while not progress.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage it runs: a machine that went away
+    process.wait(timeout=30)
+    done = len(json.loads(progress.read_text())["epochs"])
+    assert 1 <= done < 3 and not (first / "models/elu3.keras").exists(), (first / "repro.log").read_text()
+
+    second = clone("second")
+    resumed = subprocess.run(["dvc", "repro", "train@elu3"], cwd=second, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"elu3: resuming after epoch {done}/3" in resumed.stdout
+    assert "is cached - skipping run" in resumed.stdout  # the data stages, from the shared cache
+    assert not (backups / "elu3").exists()  # used up once the model is saved
+
+    whole = clone("whole", shared=False)
+    uninterrupted = subprocess.run(["dvc", "repro", "train@elu3"], cwd=whole, capture_output=True, text=True,
+                                   env=stage_env({"PYTHONPATH": ""}))
+    assert uninterrupted.returncode == 0, uninterrupted.stdout + uninterrupted.stderr
+    ours, theirs = (saved_variables(root / "models/elu3.keras") for root in (second, whole))
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    history, whole_history = (pd.read_csv(root / "reports/history/elu3.csv").drop(columns="epoch_seconds")
+                              for root in (second, whole))
+    assert history.equals(whole_history)

@@ -4,6 +4,7 @@ Relative on purpose: DVC runs every stage with the working directory at the root
 (or of the temporary copy a queued or `--temp` experiment runs in), so outputs land beside dvc.yaml.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,9 @@ SEEDS_DIR = Path("seeds")
 SEEDS_TABLE_FILE = REPORTS_DIR / "seeds.md"
 SEEDS_FIGURES_DIR = SEEDS_DIR / "figures"
 NOTEBOOK_RESULTS_DIR = SEEDS_DIR / "notebooks"  # the notebooks' own code on the same archive
+
+# Set it to keep training backups outside the work tree, so a new checkout resumes (docs/pipeline.md).
+BACKUP_DIR_VARIABLE = "TRAINING_BACKUP_DIR"
 
 # MLflow's embedded store, anchored at the project root (see src/core/tracking.py).
 MLFLOW_DB = "mlflow.db"
@@ -99,6 +103,12 @@ class Layout:
 
     def run_file(self, name: str) -> Path:
         return self.root / run_file(name)
+
+    def backup_dir(self, name: str) -> Path:
+        """Where a killed training's state waits for its rerun: models/backup/NAME/ in the work tree, or
+        $TRAINING_BACKUP_DIR/NAME/ (seeds/NAME/ for the seed table) on a disk that outlives the checkout."""
+        shared = os.environ.get(BACKUP_DIR_VARIABLE)
+        return Path(shared) / self.root / name if shared else self.models_dir / "backup" / name
 
 
 def layout(table: str) -> Layout:

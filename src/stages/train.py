@@ -4,8 +4,8 @@ Usage: python -m src.stages.train NAME [--table seeds]. Params: train.NAME (seed
 the seed table). Writes models/NAME.keras, models/NAME.run.json (the MLflow run and model, for evaluate and
 promote), reports/train/NAME.json (DVC metrics) and reports/history/NAME.csv (per-epoch metrics, for
 `dvc plots`); the seed table writes the same under seeds/. Until the model is saved, models/backup/NAME/
-holds the last finished epoch: a killed training rerun with the same params, data and code resumes there,
-in a new MLflow run (tag `resumed_from_run_id`) that holds every epoch.
+(or $TRAINING_BACKUP_DIR/NAME/) holds the last finished epoch: a killed training rerun with the same params,
+data and code resumes there, in a new MLflow run (tag `resumed_from_run_id`) that holds every epoch.
 """
 
 from src.core import config as paths
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> None:
     if fit.resumable(config):
         # A continuation's backup holds epochs trained on top of one parent model: a retrained parent
         # (a new run) must start it over.
-        backup = fit.EpochBackup(layout.models_dir / "backup" / name, fit.fingerprint(
+        backup = fit.EpochBackup(layout.backup_dir(name), fit.fingerprint(
             name, table, config, tags["data_md5"], keras.__version__, tags.get("init_from_run_id")))
         if backup.epochs_done:
             tags["resumed_from_run_id"] = backup.run_id
