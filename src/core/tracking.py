@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Run, RunTag
 from mlflow.models import infer_signature
 
 from src.core.config import MLFLOW_ARTIFACTS, MLFLOW_DB
@@ -403,15 +403,17 @@ def find_run(run_id: str):
 
 
 @contextlib.contextmanager
-def evaluation_run(name: str, trained: dict, model_path: Path, dataset: str) -> Iterator[str]:
-    """The id of the run to log test results into, without reopening it.
+def evaluation_run(name: str, trained: dict, model_path: Path, dataset: str) -> Iterator[tuple[str, Run | None]]:
+    """The id of the run to log test results into, without reopening it, and the training run (None where
+    this store does not have it).
 
     Normally the training run: logging through the client leaves its status, start and end time the
     training's. If the current store does not have it (a fresh `mlflow.db`, another machine), a new run
     names the model it scores, so evaluation never forces a retrain for tracking reasons.
     """
-    if find_run(trained["run_id"]) is not None:
-        yield trained["run_id"]
+    training = find_run(trained["run_id"])
+    if training is not None:
+        yield trained["run_id"], training
         return
     print(f"evaluate@{name}: training run {trained['run_id']} is not in {mlflow.get_tracking_uri()}; "
           "logging the test results into a new run that names it")
@@ -419,7 +421,7 @@ def evaluation_run(name: str, trained: dict, model_path: Path, dataset: str) -> 
               "model_md5": files_md5([model_path]), "data_md5": trained.get("data_md5", "unknown")}
     with tracked_run(f"{name} (evaluation)", f"evaluate@{name}", dataset, params,
                      {"evaluated_run_id": trained["run_id"], "architecture": name}) as run:
-        yield run.info.run_id
+        yield run.info.run_id, None
 
 
 def log_evaluation(run_id: str, metrics: dict, tta: str, details: Path, classification_report: dict) -> None:

@@ -27,15 +27,15 @@ from src.evaluation.scoring import accuracy_by_view, evaluate, load_model, model
 TRAINING_TAGS = ("git_commit", "git_dirty", "cpu_model", "cpu_family_model", "cpu_flags")
 
 
-def write_details(folder: Path, name: str, result, net, trained: dict) -> None:
+def write_details(folder: Path, name: str, result, net, trained: dict, training_run) -> None:
     result.per_class.round(4).to_csv(folder / "per_class.csv")
     result.confusion.to_csv(folder / "confusion_matrix.csv")
     figure = figures.confusion_figure(result.confusion, f"{name}: test confusion matrix (counts)")
     figures.save_figure(figure, folder / "confusion_matrix.png")
     (folder / "summary.txt").write_text(model_summary(net))
     # Committed, unlike the model and NAME.run.json (DVC cache): what the report and the seed table read.
-    run = tracking.find_run(trained["run_id"])
-    tags = {tag: run.data.tags[tag] for tag in TRAINING_TAGS if tag in run.data.tags} if run else {}
+    tags = training_run.data.tags if training_run else {}
+    tags = {tag: tags[tag] for tag in TRAINING_TAGS if tag in tags}
     write_json(folder / "training_run.json", {**trained, **tags})
 
 
@@ -67,9 +67,9 @@ def main(argv: list[str]) -> None:
                                            load_array(paths.SPLIT_DIR, "train_labels", fix), batch_size))
 
     # Logged from inside atomic_dir: the details folder appears only if MLflow took them too.
-    with atomic_dir(layout.details_dir / name) as details, \
-            tracking.evaluation_run(name, trained, layout.model_file(name), classes["dataset"]) as run_id:
-        write_details(details, name, result, net, trained)
+    evaluation_run = tracking.evaluation_run(name, trained, layout.model_file(name), classes["dataset"])
+    with atomic_dir(layout.details_dir / name) as details, evaluation_run as (run_id, training_run):
+        write_details(details, name, result, net, trained, training_run)
         tracking.log_evaluation(run_id, result.metrics, tta, details,
                                 result.per_class.round(4).to_dict(orient="index"))
     with atomic_path(layout.predictions_dir / f"{name}.csv") as tmp:
