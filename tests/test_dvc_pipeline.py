@@ -11,7 +11,16 @@ import pytest
 import yaml
 
 from src.training import cpu
-from tests.conftest import REAL_ARCHIVE, REAL_MD5, REPO, Project, assert_one_error_line, set_param, stage_env
+from tests.conftest import (
+    REAL_ARCHIVE,
+    REAL_MD5,
+    REPO,
+    Project,
+    assert_one_error_line,
+    git_project,
+    set_param,
+    stage_env,
+)
 
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", ".dvc/config", ".dvc/.gitignore",
           "seeds/dvc.yaml", "seeds/notebooks"]
@@ -300,3 +309,34 @@ def test_b4_and_b5_clean_clones_of_the_tiny_pipeline(tiny_pipeline, tmp_path):
     metrics.write_text(metrics.read_text().replace('"test_images": 50', '"test_images": 49'))
     assert [what for what, same in compare(tmp_path / "b4", tmp_path / "b5") if not same] == [
         "`elu3`: `reports/eval/elu3.json` (test metrics)"]
+
+
+TINY_NET = '''from keras import layers
+
+
+def tiny(x, num_classes):
+    """Ours: one convolution and a linear classifier, the smallest net that trains."""
+    x = layers.Conv2D(8, 3, activation="relu")(x)
+    return layers.Dense(num_classes)(layers.GlobalAveragePooling2D()(x))
+'''
+
+
+def test_a_net_added_as_one_file_and_params_lines_trains_with_dvc_repro_and_joins_the_tests(tmp_path,
+                                                                                          cifar10_archive):
+    """docs/architectures.md's "Add a net", done in a copy: the registry finds it, `dvc repro` trains and
+    evaluates it, and the tests that take their nets from the registry cover it unedited."""
+    listed = yaml.safe_load((REPO / "params.yaml").read_text())["architectures"]
+    root = git_project(tmp_path / "copy", cifar10_archive, architectures=[*listed, "tiny"], **{
+        "train.tiny": {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 50, "epochs": 1, "seed": 0}})
+    (root / "src/architectures/tiny.py").write_text(TINY_NET)
+    env = {"PYTHONPATH": ""}
+    sh(root, "dvc", "repro", "evaluate@tiny", env=env)
+    assert json.loads((root / "reports/eval/tiny.json").read_text())["test_images"] > 0
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                            "tests/test_models.py", "tests/test_params.py", "tests/test_guards.py",
+                            "-k", "registry or (builds_for and tiny) or depends_on_the_code"],
+                           cwd=root, capture_output=True, text=True, env=stage_env(env))
+    assert tests.returncode == 0 and " passed" in tests.stdout, tests.stdout[-3000:]
+    assert "tiny" in subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                                     "--collect-only", "tests/test_models.py"], cwd=root, capture_output=True,
+                                    text=True, env=stage_env(env)).stdout

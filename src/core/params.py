@@ -37,8 +37,10 @@ def _registered(names: list[str]) -> list[str]:
 
 
 def _train_problems(train: dict[str, Train], prefix: str) -> list[str]:
-    problems = [f"`{prefix}.{name}.weights` applies to vgg16_* only; remove it"
-                for name, config in train.items() if config.weights and not name.startswith("vgg16")]
+    problems = [f"`{prefix}.{name}.weights: {config.weights}`: the net {name} has no such pretrained weights "
+                f"({', '.join(architectures.pretrained_weights(name)) or 'none'}); remove it"
+                for name, config in train.items() if config.weights and name in architectures.names()
+                and config.weights not in architectures.pretrained_weights(name)]
     for name, config in train.items():
         parent = train.get(config.init_from) if config.init_from else None
         if config.init_from and (parent is None or config.init_from == name):

@@ -38,7 +38,7 @@ class Train(Section):
     lookahead: bool = False
     augmentation: Augmentation | None = None
     early_stopping: EarlyStopping | None = None
-    weights: Literal["imagenet"] | None = None  # vgg16_* only; null trains from scratch
+    weights: Literal["imagenet"] | None = None  # a net declaring PRETRAINED_WEIGHTS only; null: from scratch
     # scale: /255 (seeds 001-004); standardize: one mean and std over all pixels (seed 000); per_channel.
     # Statistics from the training images of the split only, applied inside the model.
     normalization: Literal["scale", "standardize", "per_channel"] = "scale"
