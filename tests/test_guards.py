@@ -142,7 +142,7 @@ def test_evaluation_metrics_match_an_independent_computation(counts):
 
     names = [f"class_{i}" for i in range(classes)]
     result = scoring.evaluate(logits_net(classes), logits, np.eye(classes, dtype=np.uint8)[actual], names,
-                                 batch_size=16, single_view=logits_net(classes, kernel))
+                              batch_size=16, single_view=logits_net(classes, kernel))
     expected = {"test_accuracy_single_view": single["accuracy"], "test_loss_single_view": single["loss"],
                 "test_accuracy_tta": tta["accuracy"], "test_loss_tta": tta["loss"],
                 "test_macro_f1_tta": tta["macro_f1"], "test_images": len(actual)}
@@ -163,7 +163,7 @@ def test_evaluation_metrics_match_an_independent_computation(counts):
     # Validation and training images are scored per view the same way, each view by its own net.
     one_hot = np.eye(classes, dtype=np.uint8)[actual]
     assert scoring.accuracy_by_view("val", {"single_view": logits_net(classes, kernel), "tta": logits_net(classes)},
-                                       logits, one_hot, batch_size=16) == pytest.approx(
+                                    logits, one_hot, batch_size=16) == pytest.approx(
         {"val_accuracy_single_view": single["accuracy"], "val_accuracy_tta": tta["accuracy"]}, abs=1e-6)
     probabilities = softmax(logits.astype(np.float64))
     assert list(result.predictions["actual"]) == [names[a] for a in actual]
@@ -250,7 +250,7 @@ def test_training_changes_the_weights_and_lowers_the_loss():
 def test_cosine_schedule_decays_from_the_rate_to_zero_over_all_steps():
     steps_per_epoch, epochs, rate = 10, 4, 0.1
     schedule = fit.learning_rate({"learning_rate": rate, "schedule": "cosine", "epochs": epochs},
-                                      steps_per_epoch)
+                                 steps_per_epoch)
     assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
     total = steps_per_epoch * epochs
     reference = keras.optimizers.schedules.CosineDecay(rate, decay_steps=total)

@@ -447,7 +447,7 @@ def test_top5_accuracy_is_not_reported_for_ten_classes():
     labels = np.arange(10)
     model = FixedModel(ranked_probabilities(labels, [1] * 5 + [6] * 5, 10))
     metrics = scoring.evaluate(model, np.zeros((10, 32, 32, 3), np.uint8), np.eye(10, dtype=np.uint8)[labels],
-                                  [f"c{i}" for i in range(10)], 5).metrics
+                               [f"c{i}" for i in range(10)], 5).metrics
     assert metrics["test_accuracy_tta"] == 0.5 and "test_top5_accuracy_tta" not in metrics
 
 

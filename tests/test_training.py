@@ -124,12 +124,12 @@ def test_a_backup_that_does_not_fit_the_model_is_refused_with_its_folder_named(t
     fit.make_deterministic(config["seed"])
     with pytest.raises(KeyboardInterrupt):
         fit.train(models.build_model("elu3", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
-                       extra_callbacks=[stop_after(2)], backup=fit.EpochBackup(tmp_path / "elu3", "same"))
+                  extra_callbacks=[stop_after(2)], backup=fit.EpochBackup(tmp_path / "elu3", "same"))
     backup = fit.EpochBackup(tmp_path / "elu3", "same")
     assert backup.epochs_done == 1
     with pytest.raises(PipelineError, match=r"backup in .*elu3 does not fit the model; delete the folder"):
         fit.train(models.build_model("strided2", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
-                       backup=backup)
+                  backup=backup)
 
 
 def test_summary_describes_the_saved_model_and_the_best_epoch_apart():
@@ -179,7 +179,7 @@ def test_drop_remainder_trains_full_batches_only():
     config = {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 24, "epochs": 2, "seed": 0}
     images, labels = tiny_data(0, 64)  # 2 batches of 24 and one of 16
     sizes = [len(batch[0]) for batch in fit.make_dataset(images, labels, 24, shuffle_seed=0,
-                                                              drop_remainder=True)]
+                                                         drop_remainder=True)]
     assert sizes == [24, 24]
     for drop_remainder, steps in ((False, 3), (True, 2)):
         fit.make_deterministic(0)
@@ -466,7 +466,7 @@ def test_tta_scores_every_metric_and_no_tta_one_view():
     net = mirror_sensitive_model()
     for mode in ("flip", "flip_shift"):
         result = scoring.evaluate(tta.with_tta(net, mode), images, labels, ["a", "b"], batch_size=2,
-                                     single_view=net)
+                                  single_view=net)
         assert result.metrics["test_accuracy_tta"] == 1.0 and result.metrics["test_accuracy_single_view"] == 0.5
         assert list(result.predictions["predicted"]) == ["b", "b"]
     plain = scoring.evaluate(net, images, labels, ["a", "b"], batch_size=2)

@@ -12,7 +12,6 @@ from src.core import config as paths
 from src.core import tracking
 from src.core.arrays import load_array, load_classes
 from src.core.cli import stage_arguments
-from src.core.config import dataset_source
 from src.core.errors import PipelineError, run_stage
 from src.core.fileio import atomic_path, read_json, read_model, remove_partials, write_json
 from src.core.params import load_params, train_sections
@@ -77,14 +76,14 @@ def main(argv: list[str]) -> None:
         tracking.log_datasets({
             "training": (train_images, train_labels, tracking.files_md5([split_file["train_images"]])),
             "validation": (val_images, val_labels, tracking.files_md5([split_file["val_images"]])),
-        }, source=dataset_source(params["data"])[0], dataset=classes["dataset"])
+        }, source=paths.dataset_source(params["data"])[0], dataset=classes["dataset"])
         epoch_metrics = tracking.EpochMetrics()
         if backup is not None:  # a resumed training's run holds every epoch, the killed run's too
             backup.run_id = run.info.run_id
             for epoch, logs in enumerate(backup.progress["epochs"]):
                 epoch_metrics.on_epoch_end(epoch, logs)
         result = fit.train(model, config, (train_images, train_labels), (val_images, val_labels),
-                                extra_callbacks=[epoch_metrics], backup=backup)
+                           extra_callbacks=[epoch_metrics], backup=backup)
         summary = {**result.summary(fit.monitor_of(config)), "parameters": model.count_params()}
         # The saved model's validation scores get their own names: `val_*` are per-epoch series.
         tracking.mlflow.log_metrics({("evaluated_" + k if k.startswith("val_") else k): float(v)
