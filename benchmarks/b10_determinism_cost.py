@@ -6,11 +6,12 @@ training images of data/split (params.yaml's airbench recipe, --epochs epochs). 
 every epoch but each fit's first (tracing, warm-up), and whether the two runs of each setting gave the
 same weights and history.
 
-Usage: python benchmarks/b10_determinism_cost.py [--images 8192] [--epochs 3] [--rounds 3]
+Usage: python benchmarks/b10_determinism_cost.py [--images 8192] [--epochs 3] [--rounds 3] [--repo PATH]
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +27,13 @@ import hashlib, json, os, sys
 import src
 if sys.argv[1] == "default":
     del os.environ["TF_NUM_INTEROP_THREADS"]
-import numpy as np, yaml
+import numpy as np
 from src.core.arrays import load_array
+from src.core.params import load_params
 from src.training import fit, models
 from src.training.normalization import normalization_stats
 images, epochs = int(sys.argv[2]), int(sys.argv[3])
-config = {**yaml.safe_load(open("params.yaml"))["train"]["airbench"], "epochs": epochs}
+config = {**load_params()["train"]["airbench"], "epochs": epochs}
 train = [load_array("data/split", name)[:images] for name in ("train_images", "train_labels")]
 val = [load_array("data/split", name)[:2000] for name in ("val_images", "val_labels")]
 fit.make_deterministic(config["seed"])
@@ -51,6 +53,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8192, help="training images per fit (default: 8192)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per fit, the first not timed (default: 3)")
     parser.add_argument("--rounds", type=int, default=3, help="fits of each setting, alternated (default: 3)")
+    parser.add_argument("--repo", type=Path, default=REPO,
+                        help="the project whose params.yaml and data/split it reads (default: this repository)")
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch of a fit is not timed")
@@ -58,7 +62,8 @@ def main() -> None:
     for round_ in range(args.rounds):
         for setting in SETTINGS if round_ % 2 == 0 else reversed(SETTINGS):
             result = subprocess.run([sys.executable, "-c", FIT, setting, str(args.images), str(args.epochs)],
-                                    cwd=REPO, capture_output=True, text=True)
+                                    cwd=args.repo, capture_output=True, text=True,
+                                    env={**os.environ, "PYTHONPATH": str(REPO)})
             if result.returncode != 0:
                 sys.exit(f"error: the {setting} fit failed: {result.stderr.strip().splitlines()[-1:]}")
             fitted = json.loads(result.stdout.strip().splitlines()[-1])

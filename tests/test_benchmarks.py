@@ -57,6 +57,16 @@ def test_b6_distance_to_limit_smoke(tmp_path, project):
     assert float(row.split("|")[2]) == 13.0 and row.count("img/s") == 2
 
 
+def test_b10_determinism_cost_smoke(tmp_path, project):
+    project.set(**{"train.airbench.batch_size": 32})
+    for stage in ("download", "preprocess", "split"):
+        project.run(stage)
+    text = run_benchmark("b10_determinism_cost.py", tmp_path / "B.md", "--images", "64", "--epochs", "2",
+                         "--rounds", "1", "--repo", str(project.root))
+    assert "| on (TensorFlow's default) |" in text and "| off (`TF_NUM_INTEROP_THREADS=1`, the pipeline's) |" in text
+    assert "× the default's epoch time." in text
+
+
 def test_b2_data_stages_smoke(tmp_path, cifar10_archive):
     text = run_benchmark("b2_data_stages.py", tmp_path / "B.md", "--repeats", "1",
                          "--archive", str(cifar10_archive), "--md5", cifar_fixtures.md5_of(cifar10_archive),
