@@ -64,7 +64,7 @@ def test_b10_determinism_cost_smoke(tmp_path, project):
     text = run_benchmark("b10_determinism_cost.py", tmp_path / "B.md", "--images", "64", "--epochs", "2",
                          "--rounds", "1", "--repo", str(project.root))
     assert "| on (TensorFlow's default) |" in text and "| off (`TF_NUM_INTEROP_THREADS=1`, the pipeline's) |" in text
-    assert "× the default's epoch time." in text
+    assert "×** the default's epoch time." in text
 
 
 def test_b2_data_stages_smoke(tmp_path, cifar10_archive):
