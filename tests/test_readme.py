@@ -21,3 +21,50 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
     assert ci_lines[-1] == readme_commands()[1]
+
+
+DOCS = ["README.md", "BENCHMARKS.md", *(p.relative_to(REPO).as_posix() for p in sorted((REPO / "docs").glob("*.md")))]
+# Files a doc or comment names in backticks; outputs that only a run writes (data/, models/, mlruns/) and
+# names with a placeholder (NAME, N) are not checked.
+NAMED_FILE = re.compile(r"`((?:src|tests|benchmarks|scripts|docs|seeds|reports|\.ci|\.github)/[\w./-]+)`")
+# In YAML comments, without backticks: "(src/core/params.py)", "see docs/seeds.md".
+COMMENT_FILE = re.compile(r"(?<![\w/.])((?:src|tests|benchmarks|scripts|docs)/[\w/.-]+\.(?:py|md))")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def anchors(path) -> set[str]:
+    return {slug(line.lstrip("#")) for line in path.read_text().splitlines() if line.startswith("#")}
+
+
+def test_every_file_and_section_a_doc_links_to_exists():
+    broken = []
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", (REPO / doc).read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            file, _, anchor = target.partition("#")
+            path = (REPO / doc).parent / file if file else REPO / doc
+            if not path.exists():
+                broken.append(f"{doc}: {target} (no such file)")
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+                broken.append(f"{doc}: {target} (no such section)")
+    assert not broken, broken
+
+
+def test_every_file_a_doc_or_a_params_comment_names_exists():
+    missing = []
+    for doc in [*DOCS, "params.yaml", "dvc.yaml", "seeds/dvc.yaml"]:
+        text = (REPO / doc).read_text()
+        comments = "\n".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
+        for name in NAMED_FILE.findall(text) + (COMMENT_FILE.findall(comments) if doc.endswith(".yaml") else []):
+            name = name.split("::")[0].rstrip(".")
+            if re.search(r"[A-Z]{2,}|\$|\*|\{", name.split("/", 1)[1]):  # a placeholder, not a file
+                continue
+            if not (REPO / name).exists() and not (REPO / name.rstrip("/")).exists():
+                missing.append(f"{doc}: {name}")
+    assert not missing, missing
