@@ -458,6 +458,14 @@ def test_package_inits_that_no_stage_lists_hold_a_docstring_only():
         assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), init
 
 
+def test_a_training_backup_is_tied_to_exactly_the_code_its_stage_depends_on():
+    for path in ("dvc.yaml", "seeds/dvc.yaml"):
+        stage = dict(concrete_stages(path))["train@elu3"]
+        deps = [REPO / dep for dep in dep_paths(path, stage) if dep.startswith("src")]
+        listed = sorted({file for dep in deps for file in ([dep] if dep.is_file() else dep.rglob("*.py"))})
+        assert sorted(fit.training_code("elu3")) == listed, path
+
+
 def stages_depending_on(file: str) -> set[str]:
     return {f"{path}:{name}" for path in ("dvc.yaml", "seeds/dvc.yaml") for name, stage in concrete_stages(path)
             if covered(file, dep_paths(path, stage))}

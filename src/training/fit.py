@@ -197,11 +197,20 @@ class EpochBackup(keras.callbacks.Callback):
             self.folder.parent.rmdir()
 
 
-def fingerprint(*parts) -> str:
-    """What a backup must have been made with to be resumed: ``parts`` (params, data), as JSON, and
-    the code, every module of src/."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for module in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):  # every module of src/
+def training_code(net: str) -> list[Path]:
+    """The modules a train stage runs, as dvc.yaml lists them for `train@NET`: src/__init__.py, the stage,
+    src/training/, and the net's module with the registry and the shared blocks. Not src/core/."""
+    src = Path(__file__).resolve().parents[1]
+    return [src / "__init__.py", src / "stages" / "train.py", *sorted((src / "training").rglob("*.py")),
+            *(src / "architectures" / f"{module}.py" for module in ("__init__", "blocks", net))]
+
+
+def fingerprint(net: str, *parts) -> str:
+    """What a backup must have been made with to be resumed: the net, ``parts`` (params, data), as JSON, and
+    the code that trains it (:func:`training_code`): a change elsewhere, which stales no training, leaves
+    the backup usable too."""
+    digest = hashlib.sha256(json.dumps([net, *parts], sort_keys=True, default=str).encode())
+    for module in training_code(net):
         digest.update(module.read_bytes())
     return digest.hexdigest()
 
