@@ -55,7 +55,9 @@ class Copy:
         return stages_of(self.root)
 
     def run(self, stage) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "PYTHONPATH")}
+        # The copy's own store and backups: never the team's server, nor a long training's backup folder.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "PYTHONPATH", paths.BACKUP_DIR_VARIABLE)}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         result = subprocess.run(stage.cmd, shell=True, cwd=stage.wdir, env=env, capture_output=True, text=True)
         if result.returncode != 0:
