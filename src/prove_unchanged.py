@@ -34,7 +34,7 @@ import yaml
 
 from src.core import config as paths
 from src.core.errors import PipelineError, run_stage
-from src.core.tracking import files_md5
+from src.core.fileio import files_md5
 
 PIPELINES = ["dvc.yaml", "seeds/dvc.yaml"]
 DATA_STAGES = ["download", "preprocess", "split"]

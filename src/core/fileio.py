@@ -8,6 +8,7 @@ locks the repository for `dvc repro`; queued experiments run in their own copies
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -156,3 +157,13 @@ def read_model(path: Path | str, what: str, fix: str):
         raise PipelineError(f"{what} is missing: {path} does not exist; {fix}") from None
     except (OSError, ValueError) as error:
         raise PipelineError(f"{what} cannot be loaded from {path} ({error}); {fix}") from None
+
+
+def files_md5(paths: list[Path]) -> str:
+    """One md5 over the given files, in order (for one file, the hash DVC records for it)."""
+    digest = hashlib.md5()
+    for path in paths:
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -9,7 +9,6 @@ temporary copy the stage runs in; so plain ``mlflow ui`` from the root shows eve
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import signal
 import socket
@@ -32,6 +31,7 @@ from mlflow.models import infer_signature
 
 from src.core.config import MLFLOW_ARTIFACTS, MLFLOW_DB
 from src.core.errors import PipelineError
+from src.core.fileio import files_md5
 
 MODEL_ARTIFACT = "model"
 SERVER_CHECK_SECONDS = 5
@@ -221,16 +221,6 @@ def dvc_tags() -> dict[str, str]:
     """The DVC experiment a stage runs in (`dvc exp show` lists it by this name) and its baseline commit."""
     names = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline_rev"}
     return {tag: os.environ[variable] for variable, tag in names.items() if os.environ.get(variable)}
-
-
-def files_md5(paths: list[Path]) -> str:
-    """One md5 over the given files, in order (for one file, the hash DVC records for it)."""
-    digest = hashlib.md5()
-    for path in paths:
-        with path.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def close_abandoned_runs(experiment: str, stage: str) -> None:

@@ -10,9 +10,8 @@ work is in src/seed_table.py).
 from src.core import config as paths
 from src.core.arrays import load_array, load_classes
 from src.core.errors import run_stage
-from src.core.fileio import atomic_dir, atomic_path
+from src.core.fileio import atomic_dir, atomic_path, files_md5
 from src.core.params import load_params
-from src.core.tracking import files_md5
 from src.evaluation import figures
 from src.reporting import report, seed_table
 
