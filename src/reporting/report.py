@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from src.core import config as paths
 from src.core.arrays import load_array, load_classes
@@ -35,17 +36,24 @@ TTA_WORDS = {
 SAMPLE_IMAGES = 24  # test images shown with the best model's predictions
 
 
-def learning_curves_figure(histories: dict[str, pd.DataFrame]) -> plt.Figure:
+def learning_curves_figure(histories: dict[str, pd.DataFrame], label_smoothing: dict[str, float]) -> plt.Figure:
+    """Accuracy in % and loss per epoch. A net trained with label smoothing has a higher loss floor, so its
+    loss is not comparable with the others': its legend entry says so."""
     figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(13, 4.8))
     palette = sns.color_palette("tab10", len(histories))
     for color, (name, history) in zip(palette, histories.items(), strict=True):
-        for axes, metric in ((accuracy, "accuracy"), (loss, "loss")):
-            axes.plot(history["epoch"], history[metric], color=color, linestyle="--", alpha=0.7)
-            axes.plot(history["epoch"], history[f"val_{metric}"], color=color, label=name, marker=".")
-    for axes, metric in ((accuracy, "accuracy"), (loss, "loss")):
-        axes.set(title=f"{metric}: train (dashed) vs validation (solid)", xlabel="epoch", ylabel=metric)
+        smoothing = label_smoothing.get(name, 0.0)
+        label = f"{name} (loss with label smoothing {smoothing:g})" if smoothing else name
+        for axes, metric, scale in ((accuracy, "accuracy", 100), (loss, "loss", 1)):
+            axes.plot(history["epoch"], history[metric] * scale, color=color, linestyle="--", alpha=0.7)
+            axes.plot(history["epoch"], history[f"val_{metric}"] * scale, color=color, label=label, marker=".")
+    accuracy.set(title="accuracy: training (dashed) vs validation (solid)", xlabel="epoch",
+                 ylabel="accuracy (%, per epoch, as trained)")
+    loss.set(title="loss: training (dashed) vs validation (solid)", xlabel="epoch", ylabel="cross-entropy loss")
+    for axes in (accuracy, loss):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-    accuracy.legend(fontsize=8)
+    loss.legend(fontsize=8)
     figure.tight_layout()
     return figure
 
@@ -53,10 +61,17 @@ def learning_curves_figure(histories: dict[str, pd.DataFrame]) -> plt.Figure:
 def tradeoff_figure(table: pd.DataFrame) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
     minutes = table["train_seconds"] / 60
-    axes.scatter(minutes, table["test_accuracy_tta"] * 100, s=np.sqrt(table["parameters"]) / 3, alpha=0.6)
+
+    def area(parameters):
+        return np.sqrt(parameters) / 3
+
+    axes.scatter(minutes, table["test_accuracy_tta"] * 100, s=area(table["parameters"]), alpha=0.6)
     for name, x, y in zip(table.index, minutes, table["test_accuracy_tta"] * 100, strict=True):
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    axes.set(title="training time vs test accuracy (marker area ~ parameters)",
+    for parameters in (200_000, 1_000_000, 2_000_000):  # the marker-size key
+        axes.scatter([], [], s=area(parameters), alpha=0.6, color="C0", label=f"{parameters:,} parameters")
+    axes.legend(fontsize=8, labelspacing=1.3, borderpad=0.9, loc="center right")
+    axes.set(title="training time vs test accuracy (with test-time augmentation)",
              xlabel="training time (minutes, this machine)", ylabel="test accuracy (%)")
     axes.grid(alpha=0.3)
     figure.tight_layout()
@@ -232,7 +247,9 @@ def write_figures(folder: Path, comparison: Comparison) -> dict[str, str]:
         save(f"confusion_{r['name']}", confusion_figure(r["confusion"], f"{r['name']}: test confusion (counts)"))
     save("confusion_best_normalized", confusion_figure(
         best["confusion"], f"{best['name']} (best): confusion normalized per actual class", normalized=True))
-    save("learning_curves", learning_curves_figure({r["name"]: r["history"] for r in results}))
+    save("learning_curves", learning_curves_figure(
+        {r["name"]: r["history"] for r in results},
+        {r["name"]: comparison.params["train"][r["name"]].get("label_smoothing", 0.0) for r in results}))
     table = pd.DataFrame({"train_seconds": [r["train"]["train_seconds"] for r in results],
                           "test_accuracy_tta": [r["test"]["test_accuracy_tta"] for r in results],
                           "parameters": [r["train"].get("parameters", 1) for r in results]},
