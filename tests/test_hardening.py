@@ -194,7 +194,7 @@ def code_strings(path: Path) -> list[str]:
 def test_stages_take_every_path_from_src_config():
     for stage in sorted((REPO / "src/stages").glob("*.py")):
         named = [s for s in code_strings(stage) if s.startswith(("data/", "reports/", "models/", "Path("))]
-        assert not named, f"src/stages/{stage.name} names {named}: use src/config.py"
+        assert not named, f"src/stages/{stage.name} names {named}: use src/core/config.py"
 
 
 def test_report_stage_is_thin():
@@ -227,7 +227,7 @@ def test_data_stages_write_where_src_config_says(project, monkeypatch):
 # --- 2. leftovers of a killed write are cleaned by the next write of the same output ----------------
 
 def leftover(folder: Path, target: str, is_dir: bool, suffix: str = "") -> Path:
-    """A temporary output exactly as src.fileio creates it, as a SIGKILL would leave it."""
+    """A temporary output exactly as src.core.fileio creates it, as a SIGKILL would leave it."""
     folder.mkdir(parents=True, exist_ok=True)
     if is_dir:
         path = Path(tempfile.mkdtemp(prefix=f".{target}.", suffix=".partial", dir=folder))
@@ -328,7 +328,7 @@ def test_failed_write_is_one_error_line_and_leaves_the_old_output(project, monke
 def test_write_errors_name_the_published_output(filename, output, expected):
     error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *([filename] if filename else []))
     if output:
-        tag_write_error(error, Path(output))  # as src.fileio's writers tag what they raise
+        tag_write_error(error, Path(output))  # as src.core.fileio's writers tag what they raise
     assert describe_write_error(error).startswith(expected)
     assert published_path("data/.split.abcdefgh.partial-old/x.npy") == Path("data/split/x.npy")
     assert describe_write_error(OSError(errno.EIO, "I/O error")) is None  # not a user's fix: a traceback

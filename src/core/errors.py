@@ -1,6 +1,6 @@
 """One error type for every problem a user can fix, and the wrapper that prints it as one line.
 
-A leaf: it imports nothing from src, so every module can import it (src.fileio tags the OSErrors
+A leaf: it imports nothing from src, so every module can import it (src.core.fileio tags the OSErrors
 its writers raise with the output and its published name; this module only reads those tags).
 """
 
@@ -31,9 +31,9 @@ def describe_write_error(error: OSError) -> str | None:
     read-only folder; None for any other OSError (a bug, shown with its traceback)."""
     if error.errno not in WRITE_FIXES:
         return None
-    output = getattr(error, "output", None)  # set by src.fileio's atomic writers
+    output = getattr(error, "output", None)  # set by src.core.fileio's atomic writers
     # The path the system named, under its published name (not the temporary one it is written as),
-    # which src.fileio's writers add; outside them, the name as the system gave it.
+    # which src.core.fileio's writers add; outside them, the name as the system gave it.
     named = getattr(error, "published_filename", None) or error.filename
     failed = Path(named) if named else None
     if output is not None and (failed is None or failed == output or Path(output) in failed.parents):

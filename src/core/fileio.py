@@ -55,7 +55,7 @@ def published_path(path: Path | str) -> Path:
 
 
 def tag_write_error(error: OSError, target: Path) -> None:
-    """Tag ``error`` for src.errors' one-line message: ``output``, the output being written (a full
+    """Tag ``error`` for src.core.errors' one-line message: ``output``, the output being written (a full
     disk fails ``file.write`` with no file name), and ``published_filename``, the path the system
     named under its published name (data/.split.k2x9a0q1.partial/x.npy -> data/split/x.npy)."""
     error.output = target

@@ -3,7 +3,7 @@
 Params: seeds (rows, recipes, the notebooks' figures), data, split and evaluate.tta (traceability). Reads
 the rows' committed results under seeds/reports/ (never the DVC-cached models, so a clone regenerates it)
 and the notebooks' own runs in seeds/notebooks/; rows not trained yet stay in the table, marked so (the
-work is in src/seed_table.py).
+work is in src/reporting/seed_table.py).
 """
 
 
