@@ -2,6 +2,8 @@
 
 import re
 
+import yaml
+
 from tests.conftest import REPO
 
 
@@ -68,3 +70,37 @@ def test_every_file_a_doc_or_a_params_comment_names_exists():
             if not (REPO / name).exists() and not (REPO / name.rstrip("/")).exists():
                 missing.append(f"{doc}: {name}")
     assert not missing, missing
+
+
+def test_readme_results_are_the_committed_metrics():
+    """README's results table and headline say what reports/train and reports/eval hold, ranked as the
+    report ranks: by validation accuracy."""
+    import json
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Results on CIFAR-10", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert sorted(row[0].strip("`") for row in rows) == sorted(params["architectures"])
+
+    def pct(value: float) -> str:
+        return f"{value * 100:.2f}"
+
+    expected = []
+    for name in params["architectures"]:
+        train = json.loads((REPO / f"reports/train/{name}.json").read_text())
+        test = json.loads((REPO / f"reports/eval/{name}.json").read_text())
+        expected.append((train["val_accuracy"], [
+            f"`{name}`", params["train"][name].get("precision", "float32"),
+            f"{train['epochs_run']} ", f"{train['seconds_per_epoch']:.1f}", f"{train['train_seconds'] / 60:.1f} min",
+            f"{pct(train['val_accuracy'])} / {pct(test['val_accuracy_tta'])} %",
+            f"**{pct(test['test_accuracy_tta'])} %**",
+            f"{pct(test['test_accuracy_single_view'])} %", f"{pct(test['train_accuracy_single_view'])} %"]))
+    ranked = [cells for _, cells in sorted(expected, key=lambda pair: -pair[0])]
+    for row, cells in zip(rows, ranked, strict=True):
+        assert row[0] == cells[0] and row[1] == cells[1] and row[2].startswith(cells[2]), (row, cells)
+        assert row[3:] == cells[3:], (row, cells)
+    best = ranked[0]
+    headline = f"reaches **{best[6].strip('*')} test accuracy after {best[4].removesuffix(' min')} minutes"
+    assert headline in " ".join(section.split()), headline
