@@ -33,11 +33,11 @@ from src.core.params import load_params
 from src.training import fit, models
 from src.training.normalization import normalization_stats
 images, epochs = int(sys.argv[2]), int(sys.argv[3])
-config = {**load_params()["train"]["airbench"], "epochs": epochs}
+config = load_params().train["airbench"].model_copy(update={"epochs": epochs})
 train = [load_array("data/split", name)[:images] for name in ("train_images", "train_labels")]
 val = [load_array("data/split", name)[:2000] for name in ("val_images", "val_labels")]
-fit.make_deterministic(config["seed"])
-model = models.build_model("airbench", train[1].shape[1], normalization_stats(train[0], config["normalization"]),
+fit.make_deterministic(config.seed)
+model = models.build_model("airbench", train[1].shape[1], normalization_stats(train[0], config.normalization),
                            config, train_images=train[0])
 result = fit.train(model, config, tuple(train), tuple(val))
 digest = hashlib.sha256(result.history.drop(columns="epoch_seconds").to_csv().encode())

@@ -32,16 +32,17 @@ from benchmarks.common import (
     scratch_project,
     timed,
 )
+from src.core.cli import DefaultsHelpFormatter
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of each timed training")
+    parser.add_argument("--pairs", type=int, default=3, help="alternated pairs of runs")
     parser.add_argument("--val-fraction", type=float, default=0.01,
                         help="the pipeline's split.val_fraction (tiny test archives need a larger one)")
-    parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE)
-    parser.add_argument("--md5", default=REAL_MD5)
+    parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE, help="the CIFAR-10 archive")
+    parser.add_argument("--md5", default=REAL_MD5, help="its md5")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:

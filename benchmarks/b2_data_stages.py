@@ -14,15 +14,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REAL_ARCHIVE, REAL_MD5, append_result, median, run_stage, scratch_project
+from src.core.cli import DefaultsHelpFormatter
 
 STAGES = ("download", "preprocess", "split")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE)
-    parser.add_argument("--md5", default=REAL_MD5)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each stage")
+    parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE, help="the CIFAR-10 archive")
+    parser.add_argument("--md5", default=REAL_MD5, help="its md5")
     parser.add_argument("--val-fraction", type=float, help="split.val_fraction (default: params.yaml's; "
                         "a small generated archive needs a larger one)")
     args = parser.parse_args()

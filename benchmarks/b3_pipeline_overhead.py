@@ -18,6 +18,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, append_result, median, timed
+from src.core.cli import DefaultsHelpFormatter
 
 
 def downstream_of(repo: Path, names: list[str]) -> set[str]:
@@ -51,9 +52,9 @@ def stages_to_rerun(repo: Path, architecture: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--architecture", default="elu3")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs")
+    parser.add_argument("--architecture", default="elu3", help="the net whose training is timed")
     parser.add_argument("--repo", type=Path, default=REPO, help="a repository whose pipeline has run")
     args = parser.parse_args()
     # dvc.yaml alone: the seed table (seeds/dvc.yaml) is another pipeline, not rerun by `dvc repro`.

@@ -18,6 +18,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, append_result, clean_clone, dvc_repro
+from src.core.cli import DefaultsHelpFormatter
 
 
 def results_table(clone: Path) -> tuple[list[str], dict]:
@@ -34,9 +35,9 @@ def results_table(clone: Path) -> tuple[list[str], dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--source", type=Path, default=REPO, help="the repository to clone (its HEAD)")
-    parser.add_argument("--dest", type=Path, default=REPO.parent / "cifar-cnn-b4")
+    parser.add_argument("--dest", type=Path, default=REPO.parent / "cifar-cnn-b4", help="where the clone goes")
     args = parser.parse_args()
     commit = clean_clone(args.source, args.dest)
     wall, peak = dvc_repro(args.dest)

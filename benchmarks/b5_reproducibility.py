@@ -21,6 +21,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, append_result, clean_clone, dvc_repro, git_head
+from src.core.cli import DefaultsHelpFormatter
 
 DATA_STAGES = ("download", "preprocess", "split")
 TIMING = {"epoch_seconds", "train_seconds", "validation_seconds", "seconds_per_epoch", "images_per_second"}
@@ -63,10 +64,10 @@ def compare(reference: Path, clone: Path) -> list[tuple[str, bool]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, required=True, help="a clone where `dvc repro` ran (B4)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--reference", type=Path, required=True, help="a clone where `dvc repro` ran (B4); required")
     parser.add_argument("--source", type=Path, default=REPO, help="the repository to clone (its HEAD)")
-    parser.add_argument("--dest", type=Path, default=REPO.parent / "cifar-cnn-b5")
+    parser.add_argument("--dest", type=Path, default=REPO.parent / "cifar-cnn-b5", help="where the clone goes")
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: the whole pipeline)")
     args = parser.parse_args()
     reference_commit = git_head(args.reference)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src  # noqa: F401  (switches oneDNN on, as in every stage)
 from benchmarks.common import REPO, append_result, median
 from src.core.arrays import load_array
+from src.core.cli import DefaultsHelpFormatter
 from src.core.params import load_params
 from src.training import fit, models
 from src.training.normalization import normalization_stats
@@ -67,13 +68,13 @@ def kernel_limit(dtype: str, seconds: float = 5.0) -> dict[str, float]:
     return result
 
 
-def training_flops_per_image(name: str, num_classes: int, normalization: dict) -> float:
+def training_flops_per_image(name: str, config, num_classes: int, normalization: dict) -> float:
     """FLOPs of one training step on one image, as TensorFlow's profiler counts the step's graph."""
     import keras
     import tensorflow as tf
     from tensorflow.python.profiler import model_analyzer, option_builder
 
-    model = models.build_model(name, num_classes, normalization)
+    model = models.build_model(name, num_classes, normalization, config)
     loss = keras.losses.CategoricalCrossentropy()
 
     @tf.function
@@ -89,13 +90,13 @@ def training_flops_per_image(name: str, num_classes: int, normalization: dict) -
     return float(model_analyzer.profile(graph, options=options).total_float_ops)
 
 
-def images_per_second(name: str, config: dict, precision: str, data: tuple, normalization: dict,
+def images_per_second(name: str, config, precision: str, data: tuple, normalization: dict,
                       images: int) -> float:
     """Training images per second of the pipeline's fit, epochs 2-3 of 3 (the first traces and warms up)."""
-    config = {**config, "precision": precision, "epochs": 3, "early_stopping": None}
+    config = config.model_copy(update={"precision": precision, "epochs": 3, "early_stopping": None})
     train_images, train_labels = data
-    count = max(config["batch_size"], images // config["batch_size"] * config["batch_size"])
-    fit.make_deterministic(config["seed"])
+    count = max(config.batch_size, images // config.batch_size * config.batch_size)
+    fit.make_deterministic(config.seed)
     model = models.build_model(name, train_labels.shape[1], normalization, config,
                                train_images=train_images)
     small_val = (train_images[:500], train_labels[:500])
@@ -105,11 +106,11 @@ def images_per_second(name: str, config: dict, precision: str, data: tuple, norm
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2, help="alternated rounds of every net and precision")
     parser.add_argument("--images", type=int, default=4096, help="training images per timed epoch")
-    parser.add_argument("--split", type=Path, default=REPO / "data/split")
-    parser.add_argument("--architectures", nargs="*")
+    parser.add_argument("--split", type=Path, default=REPO / "data/split", help="the split data (`dvc repro split`)")
+    parser.add_argument("--architectures", nargs="*", help="the nets to time (default: params.yaml's `architectures`)")
     parser.add_argument("--limit-seconds", type=float, default=5.0, help="per kernel loop and precision")
     args = parser.parse_args()
 
@@ -117,21 +118,23 @@ def main() -> None:
 
     keras.utils.disable_interactive_logging()
     params = load_params(REPO / "params.yaml")
-    names = args.architectures or params["architectures"]
+    names = args.architectures or params.architectures
     fix = "run `dvc repro split` first"
     data = (load_array(args.split, "train_images", fix), load_array(args.split, "train_labels", fix))
-    stats = {name: normalization_stats(data[0], params["train"][name]["normalization"]) for name in names}
+    stats = {name: normalization_stats(data[0], params.train[name].normalization) for name in names}
     limits = {precision: kernel_limit(precision, args.limit_seconds) for precision in PRECISIONS}
     best = {precision: max(kinds.values()) for precision, kinds in limits.items()}
     speeds = {(name, precision): [] for name in names for precision in PRECISIONS}
     for _ in range(args.rounds):
         for name in names:
             for precision in PRECISIONS:  # alternated: float32, bfloat16, float32, ...
-                speeds[name, precision].append(images_per_second(name, params["train"][name], precision, data,
+                speeds[name, precision].append(images_per_second(name, params.train[name], precision, data,
                                                                  stats[name], args.images))
     rows = []
     for name in names:
-        flops = training_flops_per_image(name, data[1].shape[1], stats[name])
+        flops = training_flops_per_image(name, params.train[name].model_copy(
+            update={"augmentation": None, "precision": "float32", "weights": None}),
+                                         data[1].shape[1], stats[name])
         per_precision = {p: median(speeds[name, p]) for p in PRECISIONS}
         cells = [f"{per_precision[p]:,.0f} img/s, {per_precision[p] * flops / 1e9:,.0f} GFLOP/s, "
                  f"**{100 * per_precision[p] * flops / 1e9 / best[p]:.0f} %**" for p in PRECISIONS]

@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, append_result
+from src.core.cli import DefaultsHelpFormatter
 
 # (original, replacement): each must occur in airbench94.py, so a changed upstream file fails loudly.
 PATCHES = [
@@ -79,10 +80,12 @@ def patched(source: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--airbench", type=Path, required=True, help="legacy/airbench94.py of cifar10-airbench")
-    parser.add_argument("--epochs", type=float, default=10)
-    parser.add_argument("--split", type=Path, default=REPO / "data" / "split")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--airbench", type=Path, required=True,
+                        help="legacy/airbench94.py of cifar10-airbench; required")
+    parser.add_argument("--epochs", type=float, default=10, help="airbench's epochs")
+    parser.add_argument("--split", type=Path, default=REPO / "data" / "split",
+                        help="the split data (`dvc repro split`)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         script = Path(scratch) / "airbench94_cpu.py"

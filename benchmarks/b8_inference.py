@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import src  # noqa: F401  (TensorFlow settings, as in every stage)
 from benchmarks.common import REPO, append_result, median
 from src.core.arrays import load_array
+from src.core.cli import DefaultsHelpFormatter
 from src.core.params import load_params
 
 
@@ -81,9 +82,9 @@ def serve(model_dir: Path, images: np.ndarray, calls: int) -> tuple[float, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--repo", type=Path, default=REPO, help="a repository after `dvc repro`")
-    parser.add_argument("--architectures", nargs="*", help="default: params.yaml's `architectures`")
+    parser.add_argument("--architectures", nargs="*", help="the nets to time (default: params.yaml's `architectures`)")
     parser.add_argument("--files", type=int, default=2000, help="32x32 PNG files predicted from a folder")
     parser.add_argument("--calls", type=int, default=20, help="timed calls per median")
     args = parser.parse_args()
@@ -98,8 +99,8 @@ def main() -> None:
     keras.utils.disable_interactive_logging()
     repo = args.repo.resolve()
     params = load_params(repo / "params.yaml")
-    tta = params["evaluate"]["tta"]
-    names = args.architectures or params["architectures"]
+    tta = params.evaluate.tta
+    names = args.architectures or params.architectures
     images = load_array(repo / "data/processed", "test_images")[:max(args.files, 100)]
     rows, commands = [], []
     with tempfile.TemporaryDirectory() as scratch:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, append_result
 from src.core.arrays import load_array
+from src.core.cli import DefaultsHelpFormatter
 
 # The IJG standard luminance table (JPEG's Annex K), row = vertical frequency.
 LUMINANCE = np.array([
@@ -80,8 +81,9 @@ def quality(found: dict[tuple[int, int], tuple[int, float]]) -> int | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processed", type=Path, default=REPO / "data/processed")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--processed", type=Path, default=REPO / "data/processed",
+                        help="the decoded images (`dvc repro preprocess`)")
     parser.add_argument("--images", type=int, default=2000, help="images of each part to analyse")
     args = parser.parse_args()
     rows = []

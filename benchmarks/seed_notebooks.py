@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REAL_ARCHIVE, REPO
+from src.core.cli import DefaultsHelpFormatter
 from src.core.config import NOTEBOOK_RESULTS_DIR
 from src.core.fileio import write_json
 from src.training import cpu
@@ -49,11 +50,12 @@ def record(row: str, output: str, run: list[str], folder: Path = REPO / NOTEBOOK
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("row", choices=sorted(NOTEBOOKS))
-    parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE)
-    parser.add_argument("--epochs", type=int, help="default: the notebook's")
-    parser.add_argument("--from-log", type=Path)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("row", choices=sorted(NOTEBOOKS), help="the seed table's row whose notebook code runs")
+    parser.add_argument("--archive", type=Path, default=REAL_ARCHIVE, help="the CIFAR-10 archive")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the notebook's)")
+    parser.add_argument("--from-log", type=Path,
+                        help="read the figures from this log of an earlier run instead of running (default: run)")
     args = parser.parse_args()
     run = command(args.row, args.archive, args.epochs or NOTEBOOKS[args.row][2])
     if args.from_log:

@@ -780,21 +780,29 @@ def _running(folder: Path) -> Stack:
     return stack
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, except where that is None: the help says what happens then."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     parser.add_argument("command", choices=["start", "stop", "status", "add-member", "member", "remove-member",
-                                            "grant"])
+                                            "grant"], help="what to do")
     parser.add_argument("name", nargs="?", help="the member (add-member, member, remove-member, grant)")
     parser.add_argument("--dir", type=Path, default=Path(".stack"), help="where the servers keep their data")
-    parser.add_argument("--bind", help=f"the address S3 and MLflow listen on ({LOOPBACK} unless given; {ANY}: all)")
+    parser.add_argument("--bind", help=f"the address S3 and MLflow listen on ({ANY}: all) (default: {LOOPBACK})")
     parser.add_argument("--public-host", help="the name or address clients use (default: the bind address)")
-    parser.add_argument("--s3-port", type=int)
-    parser.add_argument("--mlflow-port", type=int)
-    parser.add_argument("--postgres-port", type=int)
+    parser.add_argument("--s3-port", type=int, help="start: S3's port (default: a free one)")
+    parser.add_argument("--mlflow-port", type=int, help="start: the MLflow server's port (default: a free one)")
+    parser.add_argument("--postgres-port", type=int, help="start: PostgreSQL's port (default: a free one)")
     parser.add_argument("--reader", action="store_true", help="add-member: READ only in MLflow, read-only S3")
-    parser.add_argument("--experiment", help="grant: on this experiment")
-    parser.add_argument("--model", help="grant: on this registered model")
-    parser.add_argument("--permission", default="EDIT", choices=["READ", "USE", "EDIT", "MANAGE", "DENY"])
+    parser.add_argument("--experiment", help="grant: on this experiment (grant: this or --model required)")
+    parser.add_argument("--model", help="grant: on this registered model (grant: this or --experiment required)")
+    parser.add_argument("--permission", default="EDIT", choices=["READ", "USE", "EDIT", "MANAGE", "DENY"],
+                        help="grant: the permission")
     args = parser.parse_args(argv)
     needs_name = {"add-member", "member", "remove-member", "grant"}
     if (args.command in needs_name) != bool(args.name):

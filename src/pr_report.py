@@ -192,8 +192,8 @@ def render(base: str, commit: str, params: pd.DataFrame, found: dict, new: list[
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m src.pr_report", description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="git revision to compare with (branch, tag or commit)")
-    parser.add_argument("--output", type=Path, help="write the comment here instead of stdout")
+    parser.add_argument("--base", required=True, help="git revision to compare with (branch, tag or commit); required")
+    parser.add_argument("--output", type=Path, help="write the comment here (default: stdout)")
     args = parser.parse_args(argv)
     root = repository_root()
     commit = check_base(root, args.base)

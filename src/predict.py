@@ -131,7 +131,7 @@ def load_predictor(model: str) -> tuple[Callable[[np.ndarray], np.ndarray], list
         from src.evaluation.tta import with_tta
 
         # A trained net alone: behind the test-time augmentation its test metrics were scored with.
-        return with_tta(net, load_params()["evaluate"]["tta"]).predict_on_batch, names
+        return with_tta(net, load_params().evaluate.tta).predict_on_batch, names
 
     import mlflow
 
@@ -208,7 +208,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     parser.add_argument("--model", help="models/NAME.keras, or an MLflow model URI (default: "
                         "models:/<dataset>-cnn@champion, the dataset from data/processed/classes.json, else cifar10)")
-    parser.add_argument("--output", type=Path, help="write a CSV here instead of printing")
+    parser.add_argument("--output", type=Path, help="write a CSV here (default: print it)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per model call (default 256)")
     parser.add_argument("--top", type=int, default=3, help="classes per image (default 3)")
     parser.add_argument("--request-json", action="store_true",

@@ -100,9 +100,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     params = load_params()
-    name = args.architecture or best_architecture(params["architectures"])
-    if name not in params["architectures"] and name not in params["train"]:
-        raise PipelineError(f"unknown architecture {name!r}; choose one of {', '.join(params['architectures'])}")
+    name = args.architecture or best_architecture(params.architectures)
+    if name not in params.architectures and name not in params.train:
+        raise PipelineError(f"unknown architecture {name!r}; choose one of {', '.join(params.architectures)}")
     accuracy, score = val_accuracy(name), test_accuracy(name)
     trained = read_json(paths.run_file(name), f"the MLflow run of {name}", f"run `dvc repro train@{name}`")
     if not trained.get("model_uri"):  # missing, or null where MLflow refused the upload
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> None:
     uri = tracking.configure_store()
     client = tracking.mlflow.MlflowClient()
     champion = current_champion(client, model_name)
-    tta = params["evaluate"]["tta"]
+    tta = params.evaluate.tta
     if champion is not None and registers(champion, trained, tta):
         print(f"promote: {name} is already {model_name}@{ALIAS} (version {champion.version})")
         return

@@ -35,6 +35,24 @@ def base_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+# The fields a recipe must set; a test sets what it is about on top.
+MINIMAL_RECIPE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 32, "epochs": 1, "seed": 0}
+
+
+def recipe(**fields):
+    """A validated recipe (src/training/recipe.py), as params.yaml's sections reach the training code."""
+    from src.training.recipe import Train
+
+    return Train.model_validate({**MINIMAL_RECIPE, **fields})
+
+
+def repository_recipe(name: str, **fields):
+    """params.yaml's `train.NAME`, changed by ``fields``."""
+    from src.training.recipe import Train
+
+    return Train.model_validate({**base_params()["train"][name], "net": name, **fields})
+
+
 class Project:
     """A scratch folder laid out like the repository root, where stages run as DVC runs them."""
 

@@ -21,6 +21,8 @@ from src.core import config, tracking
 from src.core.errors import PipelineError
 from src.evaluation import scoring
 from src.training import fit, models, normalization
+from src.training.recipe import Augmentation
+from tests.conftest import recipe
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -64,10 +66,10 @@ class EpochWeights(keras.callbacks.Callback):
 
 
 def test_restore_best_weights_saves_the_best_epochs_weights_and_scores_them():
-    config = {"optimizer": "adam", "learning_rate": 0.1, "batch_size": 16, "epochs": 8, "seed": 1,
-              "early_stopping": {"monitor": "val_loss", "patience": 8, "restore_best_weights": True}}
+    config = recipe(learning_rate=0.1, batch_size=16, epochs=8, seed=1,
+                    early_stopping={"monitor": "val_loss", "patience": 8, "restore_best_weights": True})
     train_data, val_data = colour_data(64, 0, seed=0), colour_data(40, 8, seed=1)
-    fit.make_deterministic(config["seed"])
+    fit.make_deterministic(config.seed)
     model, epochs = colour_net(), EpochWeights()
     result = fit.train(model, config, train_data, val_data, extra_callbacks=[epochs])
     val_loss = result.history["val_loss"].to_numpy()
@@ -180,7 +182,7 @@ def coordinate_image() -> np.ndarray:
 
 
 def augmented(augmentation: dict, images: int = 16, seed: int = 3) -> tuple[list, np.ndarray]:
-    steps = models.augmentation_layers({"augmentation": augmentation}, seed)
+    steps = models.augmentation_layers(Augmentation(**augmentation), seed)
     batch = np.repeat(coordinate_image()[None], images, axis=0)
     for step in steps:
         batch = step(batch, training=True)
@@ -231,10 +233,9 @@ def test_crop_padding_shifts_whole_pixels_with_reflected_borders():
 # --- 4. training moves the weights; learning-rate schedules ---------------------------------------------
 
 def test_training_changes_the_weights_and_lowers_the_loss():
-    config = {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 16, "epochs": 3, "seed": 0,
-              "normalization": "scale"}
+    config = recipe(learning_rate=0.01, batch_size=16, epochs=3)
     images, labels = colour_data(64, 0, seed=0, size=32)
-    fit.make_deterministic(config["seed"])
+    fit.make_deterministic(config.seed)
     model = models.build_model("elu3", 2, normalization.normalization_stats(images, "scale"), config)
     before = [np.array(w) for w in model.trainable_weights]
     result = fit.train(model, config, (images, labels), colour_data(32, 0, seed=1, size=32))
@@ -249,8 +250,7 @@ def test_training_changes_the_weights_and_lowers_the_loss():
 
 def test_cosine_schedule_decays_from_the_rate_to_zero_over_all_steps():
     steps_per_epoch, epochs, rate = 10, 4, 0.1
-    schedule = fit.learning_rate({"learning_rate": rate, "schedule": "cosine", "epochs": epochs},
-                                 steps_per_epoch)
+    schedule = fit.learning_rate(recipe(learning_rate=rate, schedule="cosine", epochs=epochs), steps_per_epoch)
     assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
     total = steps_per_epoch * epochs
     reference = keras.optimizers.schedules.CosineDecay(rate, decay_steps=total)

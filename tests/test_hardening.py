@@ -24,7 +24,9 @@ from src.core.fileio import atomic_dir, atomic_path, published_path, tag_write_e
 from src.core.params import load_params
 from src.evaluation import scoring
 from src.reporting import report, seed_table
+from src.reporting.schema import Reference
 from src.stages import download, preprocess, split
+from src.training.recipe import Train
 from tests import cifar_fixtures
 from tests.conftest import REPO, assert_one_error_line, base_params, stage_env
 
@@ -148,9 +150,9 @@ def _seed_row(name, recipe=True, single=None, notebook=None, cpu="26/2", noteboo
         "train": {"seconds_per_epoch": 10.0, "train_seconds": 600.0},
         "test": {"test_accuracy_single_view": single, "test_accuracy_tta": single + 0.01},
         "run": {"run_id": "r", "cpu_family_model": cpu}}
-    config = {"optimizer": "adam", "learning_rate": 0.001, "epochs": 20, "batch_size": 250,
-              "normalization": "standardize"} if recipe else None
-    return seed_table.Row(name, reference, config, result,
+    config = Train(optimizer="adam", learning_rate=0.001, epochs=20, batch_size=250, normalization="standardize",
+                   seed=0) if recipe else None
+    return seed_table.Row(name, Reference(**reference) if reference else None, config, result,
                           None if notebook is None else {"test_accuracy": notebook, "seconds_per_epoch": 8.0,
                                                          "cpu_family_model": notebook_cpu})
 

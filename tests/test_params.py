@@ -6,10 +6,12 @@ import sys
 
 import pytest
 
+from src import architectures
 from src.core.config import dataset_source
 from src.core.errors import PipelineError
-from src.core.params import architecture_names, validate
-from tests.conftest import REPO, base_params, set_param
+from src.core.params import validate
+from src.data.schema import Data
+from tests.conftest import REPO, base_params, recipe, set_param
 
 
 def problems_of(*removed: str, **dotted_values) -> str:
@@ -31,26 +33,33 @@ def problems_of(*removed: str, **dotted_values) -> str:
 
 def test_repository_params_are_valid():
     params = validate(base_params())
-    assert params["data"]["dataset"] == "cifar10"
-    assert params["seeds"]["reference"]["conv4"]["dataset"] == "cifar100"
-    assert params["seeds"]["continued"] == {"vgg6_bn_aug": "vgg6_bn"}
+    assert params.data.dataset == "cifar10"
+    assert params.seeds.reference["conv4"].dataset == "cifar100"
+    assert params.seeds.continued == {"vgg6_bn_aug": "vgg6_bn"}
+
+
+def test_a_recipe_names_its_net_which_defaults_to_its_key():
+    params = validate(base_params())
+    assert params.train["elu3"].net == "elu3" and params.seeds.train["vgg6_bn_aug"].net == "vgg6_bn"
+    assert params.train["vgg16_transfer_aug"].net == "vgg16_transfer"
 
 
 def test_reference_figures_are_not_training_params():
     params = validate(base_params())
-    assert not any(key.startswith("seed_") for section in params["train"].values() for key in section)
+    assert not any(key.startswith("seed_") for recipe in params.train.values() for key in type(recipe).model_fields)
     assert problems_of(**{"train.elu3.seed_accuracy": 0.768}).count("seed_accuracy") == 1
 
 
 def test_registry_is_the_architecture_modules_read_without_importing_keras():
     modules = {path.stem for path in (REPO / "src/architectures").glob("*.py")} - {"__init__", "blocks"}
-    assert architecture_names() == sorted(modules)
+    assert architectures.names() == sorted(modules)
     imported = subprocess.run([sys.executable, "-c", "import sys; from src.core.params import load_params; "
                                "load_params(); print(sorted(m for m in sys.modules "
                                "if m.split('.')[0] in ('keras', 'tensorflow')))"],
                               cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert imported.strip() == "[]"
-    assert "unknown architecture 'elu5'; did you mean 'elu3'?" in problems_of(architectures=["elu5"])
+    assert ("unknown architecture 'elu5' in `architectures` (no `train.elu5` recipe); did you mean 'elu3'?"
+            in problems_of(architectures=["elu5"]))
 
 
 def test_lookahead_and_restoring_the_best_epoch_exclude_each_other():
@@ -66,6 +75,7 @@ def test_lookahead_and_restoring_the_best_epoch_exclude_each_other():
     ("seeds.train.vgg6_bn_aug.normalization", "standardize", "must be its parent's (scale)"),
     ("seeds.train.vgg6.init_from", "elu3", "'vgg6' is not in `seeds.continued`"),
     ("train.vgg6.init_from", "elu3", "the default pipeline trains every net from scratch"),
+    ("seeds.train.vgg6_bn_aug.net", "vgg6", "`seeds.train.vgg6_bn_aug.net` must be its parent's (vgg6_bn)"),
 ])
 def test_continuations_are_declared_where_dvc_sees_them(dotted, value, fragment):
     assert fragment in problems_of(**{dotted: value})
@@ -107,9 +117,21 @@ def test_missing_sections_and_keys():
 
 def test_architectures_are_checked_against_the_registry():
     message = problems_of(architectures=["elu3", "elu3", "elu4"])
-    assert "lists 'elu3' twice" in message
-    assert "unknown architecture 'elu4'; did you mean 'relu4'?" in message
-    assert "`train.vgg6` section is missing" in problems_of("train.vgg6")
+    assert "`architectures` lists 'elu3' twice" in message
+    assert "unknown architecture 'elu4' in `architectures` (no `train.elu4` recipe); did you mean 'relu4'?" in message
+    assert "unknown architecture 'vgg6' in `architectures` (no `train.vgg6` recipe)" in problems_of("train.vgg6")
+
+
+@pytest.mark.parametrize(("dotted", "value", "fragment"), [
+    ("train.elu3.net", "elu5", "unknown architecture 'elu5' in `train.elu3.net`: src/architectures/ has no elu5.py; "
+                               "did you mean 'elu3'?"),
+    ("train.elu3.net", "relu4", "`train.elu3.net: relu4`: a recipe the pipeline trains from scratch is named as its "
+                                "net (its stage depends on src/architectures/elu3.py)"),
+    ("seeds.train.elu3.net", "relu4", "`seeds.train.elu3.net: relu4`: a recipe the pipeline trains from scratch"),
+    ("train.vgg16_transfer_aug.net", "vgg6", "`train.vgg16_transfer_aug.weights: imagenet`: the net vgg6 has no"),
+])
+def test_a_recipe_trains_a_registered_net_its_stage_depends_on(dotted, value, fragment):
+    assert fragment in problems_of(**{dotted: value})
 
 
 @pytest.mark.parametrize(("dotted", "value", "fragment"), [
@@ -141,14 +163,13 @@ def test_inverse_time_needs_its_decay():
 
 
 def test_null_source_means_the_official_archive():
-    data = {"dataset": "cifar100", "source": None, "md5": None}
-    assert dataset_source(data) == ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    assert dataset_source(Data(dataset="cifar100")) == ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                                     "eb9058c3a382ffc7106e4002c42a8d85")
 
 
 def test_weight_decay_zero_means_zero():
     from src.training import fit
 
-    config = {"optimizer": "adamw", "learning_rate": 0.001, "epochs": 1, "weight_decay": 0.0}
+    config = recipe(optimizer="adamw", weight_decay=0.0)
     assert fit.make_optimizer(config, 10).weight_decay == 0.0
-    assert fit.make_optimizer({**config, "weight_decay": None}, 10).weight_decay == pytest.approx(0.004)
+    assert fit.make_optimizer(recipe(optimizer="adamw"), 10).weight_decay == pytest.approx(0.004)

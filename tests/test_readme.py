@@ -4,6 +4,7 @@ import re
 
 import yaml
 
+from src.training.recipe import Train
 from tests.conftest import REPO
 
 
@@ -92,7 +93,7 @@ def test_readme_results_are_the_committed_metrics():
         train = json.loads((REPO / f"reports/train/{name}.json").read_text())
         test = json.loads((REPO / f"reports/eval/{name}.json").read_text())
         expected.append((train["val_accuracy"], [
-            f"`{name}`", params["train"][name].get("precision", "float32"),
+            f"`{name}`", Train.model_validate(params["train"][name]).precision,
             f"{train['epochs_run']} ", f"{train['seconds_per_epoch']:.1f}", f"{train['train_seconds'] / 60:.1f} min",
             f"{pct(train['val_accuracy'])} / {pct(test['val_accuracy_tta'])} %",
             f"**{pct(test['test_accuracy_tta'])} %**",

@@ -19,7 +19,15 @@ from src.core.errors import PipelineError
 from src.evaluation import scoring, tta
 from src.prove_unchanged import saved_variables
 from src.training import cpu, fit, models
-from tests.conftest import REPO, assert_one_error_line, git_project, kill_once_backed_up, stage_env, start_train_stage
+from tests.conftest import (
+    REPO,
+    assert_one_error_line,
+    git_project,
+    kill_once_backed_up,
+    recipe,
+    stage_env,
+    start_train_stage,
+)
 
 SCALE = {"mean": [0.0] * 3, "std": [255.0] * 3}
 
@@ -31,21 +39,21 @@ def tiny_data(seed=0, count=64):
 
 
 def fit_once(name, config):
-    fit.make_deterministic(config["seed"])
+    fit.make_deterministic(config.seed)
     model = models.build_model(name, 10, SCALE, config)
     result = fit.train(model, config, tiny_data(0), tiny_data(1, 32))
     return result.history.drop(columns="epoch_seconds"), model.get_weights()
 
 
-@pytest.mark.parametrize("name", ["resnet_fast", "vgg6_bn_aug"])  # batch-norm, augmentation, dropout
+@pytest.mark.parametrize("name", ["resnet_fast", "vgg6_bn"])  # batch-norm, augmentation, dropout
 def test_same_params_give_identical_metrics_and_weights(name):
-    config = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "batch_size": 16, "epochs": 2, "seed": 3,
-              "schedule": "onecycle", "augmentation": {"horizontal_flip": True, "crop_padding": 4}}
+    config = recipe(optimizer="sgd", learning_rate=0.01, momentum=0.9, batch_size=16, epochs=2, seed=3,
+                    schedule="onecycle", augmentation={"horizontal_flip": True, "crop_padding": 4})
     first_history, first_weights = fit_once(name, config)
     second_history, second_weights = fit_once(name, config)
     assert first_history.equals(second_history)
     assert all(np.array_equal(a, b) for a, b in zip(first_weights, second_weights, strict=True))
-    other_history, _ = fit_once(name, {**config, "seed": 4})
+    other_history, _ = fit_once(name, config.model_copy(update={"seed": 4}))
     assert not first_history.equals(other_history)
 
 
@@ -55,11 +63,12 @@ AIRBENCH_FIT = """
 import hashlib, numpy as np, yaml
 from src.training import models
 from src.training import fit
-config = {**yaml.safe_load(open("params.yaml"))["train"]["airbench"], "epochs": 2}
+from src.training.recipe import Train
+config = Train.model_validate({**yaml.safe_load(open("params.yaml"))["train"]["airbench"], "epochs": 2})
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (2048, 32, 32, 3), dtype=np.uint8)
 labels = np.eye(10, dtype=np.uint8)[rng.integers(0, 10, 2048)]
-fit.make_deterministic(config["seed"])
+fit.make_deterministic(config.seed)
 model = models.build_model("airbench", 10, {"mean": [127.0] * 3, "std": [64.0] * 3}, config, train_images=images)
 result = fit.train(model, config, (images, labels), (images[:512], labels[:512]))
 digest = hashlib.sha256(result.history.drop(columns="epoch_seconds").to_csv().encode())
@@ -92,11 +101,11 @@ def stop_after(epoch: int):
 
 def test_an_interrupted_fit_resumes_from_its_backup_as_if_never_stopped(tmp_path):
     # Augmentation and dropout: random layers whose seed-generator states Keras' own backup loses.
-    config = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "batch_size": 16, "epochs": 3, "seed": 3,
-              "schedule": "inverse_time", "decay": 0.01, "augmentation": {"horizontal_flip": True, "shift": 0.1}}
+    config = recipe(optimizer="sgd", learning_rate=0.01, momentum=0.9, batch_size=16, epochs=3, seed=3,
+                    schedule="inverse_time", decay=0.01, augmentation={"horizontal_flip": True, "shift": 0.1})
 
     def fit_elu3(backup=None, stop=None):
-        fit.make_deterministic(config["seed"])
+        fit.make_deterministic(config.seed)
         model = models.build_model("elu3", 10, SCALE, config)
         result = fit.train(model, config, tiny_data(0), tiny_data(1, 32), extra_callbacks=stop, backup=backup)
         return result, model.get_weights()
@@ -120,8 +129,8 @@ def test_an_interrupted_fit_resumes_from_its_backup_as_if_never_stopped(tmp_path
 
 def test_a_backup_that_does_not_fit_the_model_is_refused_with_its_folder_named(tmp_path):
     # Same fingerprint, other net: only a hand-copied or hand-edited backup gets here.
-    config = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 16, "epochs": 2, "seed": 3}
-    fit.make_deterministic(config["seed"])
+    config = recipe(batch_size=16, epochs=2, seed=3)
+    fit.make_deterministic(config.seed)
     with pytest.raises(KeyboardInterrupt):
         fit.train(models.build_model("elu3", 10, SCALE, config), config, tiny_data(0), tiny_data(1, 32),
                   extra_callbacks=[stop_after(2)], backup=fit.EpochBackup(tmp_path / "elu3", "same"))
@@ -147,9 +156,9 @@ def test_summary_describes_the_saved_model_and_the_best_epoch_apart():
 
 @pytest.mark.parametrize("restore", [False, True])
 def test_evaluated_epoch_is_the_one_whose_weights_are_kept(restore):
-    config = {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 16, "epochs": 4, "seed": 3,
-              "early_stopping": {"monitor": "val_loss", "patience": 10, "restore_best_weights": restore}}
-    fit.make_deterministic(config["seed"])
+    config = recipe(learning_rate=0.01, batch_size=16, epochs=4, seed=3,
+                    early_stopping={"monitor": "val_loss", "patience": 10, "restore_best_weights": restore})
+    fit.make_deterministic(config.seed)
     model = models.build_model("strided2", 10, SCALE, config)
     result = fit.train(model, config, tiny_data(0), tiny_data(1, 32))
     assert result.best_epoch != 4  # random labels: the validation loss is lowest early, so restoring changes weights
@@ -176,7 +185,7 @@ def test_shuffling_is_seeded_and_changes_every_epoch():
 
 
 def test_drop_remainder_trains_full_batches_only():
-    config = {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 24, "epochs": 2, "seed": 0}
+    config = recipe(optimizer="sgd", learning_rate=0.01, batch_size=24, epochs=2)
     images, labels = tiny_data(0, 64)  # 2 batches of 24 and one of 16
     sizes = [len(batch[0]) for batch in fit.make_dataset(images, labels, 24, shuffle_seed=0,
                                                          drop_remainder=True)]
@@ -184,10 +193,12 @@ def test_drop_remainder_trains_full_batches_only():
     for drop_remainder, steps in ((False, 3), (True, 2)):
         fit.make_deterministic(0)
         model = models.build_model("elu3", 10, SCALE, config)
-        fit.train(model, {**config, "drop_remainder": drop_remainder}, (images, labels), tiny_data(1, 8))
+        fit.train(model, config.model_copy(update={"drop_remainder": drop_remainder}), (images, labels),
+                  tiny_data(1, 8))
         assert int(model.optimizer.iterations) == 2 * steps
     with pytest.raises(PipelineError, match="drop_remainder` leaves no batch: 64 training images, batch_size 100"):
-        fit.train(model, {**config, "batch_size": 100, "drop_remainder": True}, (images, labels), tiny_data(1, 8))
+        fit.train(model, config.model_copy(update={"batch_size": 100, "drop_remainder": True}), (images, labels),
+                  tiny_data(1, 8))
 
 
 def test_lookahead_pulls_weights_and_batchnorm_statistics_to_the_slow_weights():
@@ -224,14 +235,13 @@ def test_lookahead_pulls_weights_and_batchnorm_statistics_to_the_slow_weights():
 
 def test_learning_rate_schedules():
     steps = 10
-    keras_decay = fit.learning_rate({"learning_rate": 0.1, "schedule": "inverse_time", "decay": 0.5,
-                                          "epochs": 1}, steps)
+    keras_decay = fit.learning_rate(recipe(learning_rate=0.1, schedule="inverse_time", decay=0.5), steps)
     assert float(keras_decay(2)) == pytest.approx(0.1 / (1 + 0.5 * 2))
-    onecycle = fit.learning_rate({"learning_rate": 0.1, "schedule": "onecycle", "epochs": 4}, steps)
+    onecycle = fit.learning_rate(recipe(learning_rate=0.1, schedule="onecycle", epochs=4), steps)
     rates = [float(onecycle(step)) for step in range(40)]
     assert rates[0] == pytest.approx(0.01) and max(rates) == pytest.approx(0.1, rel=1e-3)
     assert rates.index(max(rates)) == 10 and rates[-1] < 0.001
-    assert fit.learning_rate({"learning_rate": 0.1, "epochs": 1}, steps) == 0.1
+    assert fit.learning_rate(recipe(learning_rate=0.1), steps) == 0.1
 
 
 # --- the train stage, run as DVC runs it ---------------------------------------------------------
@@ -255,7 +265,8 @@ def runs_of(project, name):
 
 
 def test_train_stage_writes_model_history_metrics_and_mlflow_run(project):
-    result = prepared(project).run("train", "elu3")
+    # MLflow samples system metrics every 10 s; this training is over sooner.
+    result = prepared(project).run("train", "elu3", env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})
     assert result.stdout.count("elu3 epoch ") == 2  # one line per epoch, no progress bars
     assert "━" not in result.stdout + result.stderr
     assert project.files("models") == ["elu3.keras", "elu3.run.json"]
@@ -269,6 +280,10 @@ def test_train_stage_writes_model_history_metrics_and_mlflow_run(project):
     [run] = runs_of(project, "elu3")
     assert run.info.run_id == run_file["run_id"] and run.info.status == "FINISHED"
     assert run.info.run_name == "elu3"
+    # What `mlflow ui` shows as the run's description, and its system metrics chart.
+    assert run.data.tags["mlflow.note.content"] == ("elu3: the net elu3 trained by the recipe `train.elu3` of "
+                                                    "params.yaml for 2 epochs; the default pipeline (dvc.yaml).")
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     assert run.data.params["batch_size"] == "50" and run.data.params["parameters"] == "553514"
     assert run.data.params["dataset"] == "cifar10" and run.data.params["normalization"] == "standardize"
     for tag in ("git_commit", "git_dirty", "data_md5", "dataset", "dvc_stage"):
@@ -336,6 +351,7 @@ def test_bad_training_params_fail_before_training(project):
     project.set(**{"train.elu3.epochs": 1, "train.elu3.optimizer": "adam"})
     project.set(**{"architectures": ["elu3", "lenet"], "train.lenet": dict(project.params["train"]["elu3"])})
     assert_one_error_line(project.run("train", "lenet", check=False), "unknown architecture 'lenet'")
+    del project.params["train"]["lenet"]  # a recipe, listed or not, must train a net that exists
     project.set(**{"architectures": ["elu3"], "train.elu3.batch_size": 10**6, "train.elu3.drop_remainder": True})
     assert_one_error_line(project.run("train", "elu3", check=False), "`train.elu3.drop_remainder` leaves no batch")
     assert project.files("models") == [] and not (project.root / "mlflow.db").exists()

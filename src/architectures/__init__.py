@@ -1,7 +1,7 @@
 """The architecture zoo: one module per net, each a short function named as its file.
 
 ``NAME(x, num_classes)`` maps the normalized (and, in training, augmented) image tensor to class
-logits; :func:`src.models.build_model` adds what every net shares. A train stage depends on its own
+logits; :func:`src.training.models.build_model` adds what every net shares. A train stage depends on its own
 net's module and on blocks.py (dvc.yaml), so editing one net reruns only that net's stages.
 """
 

@@ -68,11 +68,21 @@ def run_file(name: str) -> Path:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where a table's train and evaluate stages write: the default pipeline's at the root (models/,
-    reports/...), the seed table's under seeds/ (seeds/models/, seeds/reports/...)."""
+class Table:
+    """A pipeline that trains nets and writes one result per net: the default pipeline (dvc.yaml, recipes in
+    `train`, outputs at the root: models/, reports/...) or the seed table (seeds/dvc.yaml, recipes in
+    `seeds.train`, outputs under seeds/, laid out alike so neither touches the other's files)."""
 
+    name: str  # as the stages' `--table` option and the MLflow tag `table` say it
     root: Path
+    dvc_file: str  # how `dvc repro` names its stages: ``train@NAME`` or ``seeds/dvc.yaml:train@NAME``
+    recipes_key: str  # where its recipes are in params.yaml
+    run_suffix: str  # after the net's name in the MLflow run name
+    title: str  # what it is, in a sentence
+
+    def stage(self, stage: str, name: str) -> str:
+        """The stage as `dvc repro` takes it, e.g. ``seeds/dvc.yaml:train@elu3``."""
+        return f"{self.dvc_file}:{stage}@{name}" if self.dvc_file else f"{stage}@{name}"
 
     @property
     def models_dir(self) -> Path:
@@ -111,11 +121,13 @@ class Layout:
         return Path(shared) / self.root / name if shared else self.models_dir / "backup" / name
 
 
-def layout(table: str) -> Layout:
-    return Layout(SEEDS_DIR if table == "seeds" else Path("."))
+DEFAULT_TABLE = Table("default", Path("."), "", "train", "", "the default pipeline (dvc.yaml)")
+SEED_TABLE = Table("seeds", SEEDS_DIR, "seeds/dvc.yaml", "seeds.train", " (seed table)",
+                   "the seed table (seeds/dvc.yaml): a seed notebook's experiment as its notebook trains it")
+TABLES = {table.name: table for table in (DEFAULT_TABLE, SEED_TABLE)}
 
 
-def dataset_source(data: dict) -> tuple[str, str]:
-    """The source and md5 to download: ``null`` in params means the official ones."""
-    official = DATASETS[data["dataset"]]
-    return data.get("source") or official["url"], data.get("md5") or official["md5"]
+def dataset_source(data) -> tuple[str, str]:
+    """The source and md5 to download for the `data` params: ``null`` means the official ones."""
+    official = DATASETS[data.dataset]
+    return data.source or official["url"], data.md5 or official["md5"]

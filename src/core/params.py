@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from src import architectures
-from src.core.config import PARAMS_FILE
+from src.core.config import PARAMS_FILE, Table
 from src.core.errors import PipelineError
 from src.core.schema import Section
 from src.data.schema import Data, Split
@@ -22,33 +22,45 @@ from src.reporting.schema import Reference
 from src.training.recipe import Train
 
 
-def _registered(names: list[str]) -> list[str]:
-    known, problems = architecture_names(), []
-    for name in dict.fromkeys(names):
-        if names.count(name) > 1:
-            problems.append(f"lists {name!r} twice")
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            problems.append(f"unknown architecture {name!r}; {hint}choose from {', '.join(known)}")
-    if problems:
-        raise ValueError("; ".join(problems))
-    return names
+def _choose(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return (f"did you mean {close[0]!r}? " if close else "") + f"choose from {', '.join(known)}"
 
 
-def _train_problems(train: dict[str, Train], prefix: str) -> list[str]:
-    problems = [f"`{prefix}.{name}.weights: {config.weights}`: the net {name} has no such pretrained weights "
-                f"({', '.join(architectures.pretrained_weights(name)) or 'none'}); remove it"
-                for name, config in train.items() if config.weights and name in architectures.names()
-                and config.weights not in architectures.pretrained_weights(name)]
-    for name, config in train.items():
-        parent = train.get(config.init_from) if config.init_from else None
+def _listed(names: list[str], recipes: dict[str, Train], where: str, recipes_key: str) -> list[str]:
+    problems = [f"`{where}` lists {name!r} twice" for name in dict.fromkeys(names) if names.count(name) > 1]
+    return problems + [f"unknown architecture {name!r} in `{where}` (no `{recipes_key}.{name}` recipe); "
+                       + _choose(name, list(recipes)) for name in dict.fromkeys(names) if name not in recipes]
+
+
+def _recipe_problems(recipes: dict[str, Train], prefix: str, trained: list[str]) -> list[str]:
+    """Each recipe's net exists and takes its `weights`; a continuation continues the same net; a recipe a
+    pipeline trains (``trained``) is its net's namesake, as dvc.yaml names the net's module after it."""
+    nets, problems = architectures.names(), []
+    for name, config in recipes.items():
+        net = config.net or name
+        if net not in nets:
+            named = f"`{prefix}.{name}.net`" if config.net else f"`{prefix}.{name}` (no `net:`: its own name)"
+            problems.append(f"unknown architecture {net!r} in {named}: src/architectures/ has no {net}.py; "
+                            + _choose(net, nets))
+            continue
+        if config.weights and config.weights not in architectures.pretrained_weights(net):
+            problems.append(f"`{prefix}.{name}.weights: {config.weights}`: the net {net} has no such pretrained "
+                            f"weights ({', '.join(architectures.pretrained_weights(net)) or 'none'}); remove it")
+        parent = recipes.get(config.init_from) if config.init_from else None
         if config.init_from and (parent is None or config.init_from == name):
             problems.append(f"`{prefix}.{name}.init_from` names {config.init_from!r}, which is not another "
                             f"section of `{prefix}`")
+        elif parent and (parent.net or config.init_from) != net:
+            problems.append(f"`{prefix}.{name}.net` must be its parent's ({parent.net or config.init_from}): it "
+                            f"continues {config.init_from}'s trained model")
         elif parent and parent.normalization != config.normalization:
             problems.append(f"`{prefix}.{name}.normalization` must be its parent's ({parent.normalization}): "
                             f"it continues {config.init_from}'s trained model")
+        elif name in trained and net != name:
+            problems.append(f"`{prefix}.{name}.net: {net}`: a recipe the pipeline trains from scratch is named as "
+                            f"its net (its stage depends on src/architectures/{name}.py); rename the recipe "
+                            f"{net}, or continue a {net} recipe (`init_from`)")
     return problems
 
 
@@ -57,15 +69,14 @@ class Seeds(Section):
     from the default `dvc repro`. `rows` train from scratch; `continued` maps a row to the row whose
     trained model it starts from (its `init_from`), so DVC retrains it when its parent changes."""
 
-    rows: Annotated[list[str], Field(min_length=1), AfterValidator(_registered)]
+    rows: Annotated[list[str], Field(min_length=1)]
     continued: dict[str, str] = Field(default_factory=dict)
     train: dict[str, Train]
     reference: dict[str, Reference] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def rows_have_sections(self) -> "Seeds":
-        problems = [f"`seeds.train.{name}` section is missing; every row needs one"
-                    for name in [*self.rows, *self.continued] if name not in self.train]
+        problems = _listed([*self.rows, *self.continued], self.train, "seeds.rows", "seeds.train")
         problems += [f"`seeds.continued` names {child!r}, also in `seeds.rows`: a row trains once"
                      for child in self.continued if child in self.rows]
         problems += [f"`seeds.continued.{child}` is {parent!r} but `seeds.train.{child}.init_from` is "
@@ -75,7 +86,7 @@ class Seeds(Section):
         problems += [f"`seeds.train.{name}.init_from` is set but {name!r} is not in `seeds.continued`; add "
                      f"`{name}: {self.train[name].init_from}` there so DVC knows what it continues"
                      for name in self.rows if name in self.train and self.train[name].init_from]
-        problems += _train_problems(self.train, "seeds.train")
+        problems += _recipe_problems(self.train, "seeds.train", self.rows)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -84,26 +95,44 @@ class Seeds(Section):
 class Params(Section):
     data: Data
     split: Split
-    architectures: Annotated[list[str], Field(min_length=1), AfterValidator(_registered)]
+    architectures: Annotated[list[str], Field(min_length=1)]
     train: dict[str, Train]
     evaluate: Evaluate
     seeds: Seeds | None = None
 
     @model_validator(mode="after")
     def sections_exist(self) -> "Params":
-        problems = [f"`train.{name}` section is missing; every name in `architectures` needs one"
-                    for name in dict.fromkeys(self.architectures) if name not in self.train]
+        problems = _listed(self.architectures, self.train, "architectures", "train")
         problems += [f"`train.{name}.init_from`: the default pipeline trains every net from scratch; a "
                      "continuation is a row of the seed table (`seeds.continued`)"
                      for name, config in self.train.items() if config.init_from]
-        problems += _train_problems(self.train, "train")
+        problems += _recipe_problems(self.train, "train", self.architectures)
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def nets_named(self) -> "Params":
+        """`net:` defaults to the recipe's key: filled in here, so every recipe downstream names its net."""
+        for recipes in (self.train, self.seeds.train if self.seeds else {}):
+            for name, config in recipes.items():
+                recipes[name] = config.model_copy(update={"net": config.net or name})
+        return self
 
-def architecture_names() -> list[str]:
-    return architectures.names()
+    def recipes(self, table: Table) -> dict[str, Train]:
+        """The recipes a table's stages read: `train` (the default pipeline) or `seeds.train`."""
+        if table.recipes_key == "train":
+            return self.train
+        if self.seeds is None:
+            raise PipelineError(f"{PARAMS_FILE} has no `seeds` section; restore it from git to run the seed table")
+        return self.seeds.train
+
+    def recipe(self, name: str, table: Table) -> Train:
+        recipes = self.recipes(table)
+        if name not in recipes:
+            raise PipelineError(f"no `{table.recipes_key}.{name}` section in {PARAMS_FILE}; add one (see "
+                                f"{table.recipes_key}.elu3)")
+        return recipes[name]
 
 
 def _allowed_keys(location: tuple) -> list[str]:
@@ -139,8 +168,8 @@ def _describe(error: dict) -> str:
     return f"`{path}` is {error['input']!r}: {message}"
 
 
-def validate(params: Any) -> dict:
-    """The params as plain dicts (nulls dropped), or one PipelineError listing every problem."""
+def validate(params: Any) -> Params:
+    """The params, validated and typed, or one PipelineError listing every problem."""
     if not isinstance(params, dict):
         raise PipelineError(f"{PARAMS_FILE} is not a mapping of sections; restore it from git")
     try:
@@ -150,10 +179,10 @@ def validate(params: Any) -> dict:
         count = len(problems)
         raise PipelineError(f"{PARAMS_FILE} has {count} problem{'s' if count > 1 else ''}: "
                             + "; ".join(problems)) from None
-    return checked.model_dump(exclude_none=True)
+    return checked
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> dict:
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
     """Read and validate params.yaml (the whole file, whichever stage asks)."""
     path = Path(path)
     try:
@@ -163,12 +192,3 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict:
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     return validate(params)
-
-
-def train_sections(params: dict, table: str) -> dict[str, dict]:
-    """The train sections a table's stages read: `train` (the default pipeline) or `seeds.train`."""
-    if table == "seeds":
-        if "seeds" not in params:
-            raise PipelineError(f"{PARAMS_FILE} has no `seeds` section; restore it from git to run the seed table")
-        return params["seeds"]["train"]
-    return params["train"]

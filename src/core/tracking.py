@@ -29,7 +29,7 @@ import numpy as np
 from mlflow.entities import Metric, Run, RunTag
 from mlflow.models import infer_signature
 
-from src.core.config import MLFLOW_ARTIFACTS, MLFLOW_DB
+from src.core.config import MLFLOW_ARTIFACTS, MLFLOW_DB, Table
 from src.core.errors import PipelineError
 from src.core.fileio import files_md5
 
@@ -267,15 +267,17 @@ def _refusal_is_an_error(experiment: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def tracked_run(run_name: str, stage: str, dataset: str, params: dict, tags: dict) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED, FAILED (error) or KILLED (SIGINT/SIGTERM), never RUNNING."""
+def tracked_run(run_name: str, stage: str, dataset: str, params: dict, tags: dict, description: str = "",
+                system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FINISHED, FAILED (error) or KILLED (SIGINT/SIGTERM), never RUNNING. With
+    ``system_metrics``, MLflow's own sampler logs CPU, memory (and GPU) use beside the run's metrics."""
     with _refusal_is_an_error(dataset):
         experiment = experiment_id(dataset)
         close_abandoned_runs(experiment, stage)
         run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags={
             **git_tags(), **dvc_tags(), **tags, "dvc_stage": stage, "dataset": dataset,
             "host": socket.gethostname(), "pid": str(os.getpid()),
-        })
+        }, description=description or None, log_system_metrics=system_metrics)
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         mlflow.log_params(_flatten(params))
@@ -292,13 +294,13 @@ def tracked_run(run_name: str, stage: str, dataset: str, params: dict, tags: dic
         signal.signal(signal.SIGTERM, previous_handler)
 
 
-def training_run(name: str, dataset: str, params: dict, tags: dict, table: str = "default"
+def training_run(name: str, dataset: str, params: dict, tags: dict, table: Table, description: str
                  ) -> contextlib.AbstractContextManager:
-    """The run of `train@NAME`: of dvc.yaml, or of seeds/dvc.yaml for a row of the seed table."""
-    if table == "seeds":
-        return tracked_run(f"{name} (seed table)", f"seeds/dvc.yaml:train@{name}", dataset, params,
-                           {**tags, "table": table})
-    return tracked_run(name, f"train@{name}", dataset, params, {**tags, "table": table})
+    """The run of `train@NAME` (`continue@NAME` for a continuation) of ``table``'s pipeline, with the
+    description `mlflow ui` shows and MLflow's system metrics."""
+    stage = table.stage("continue" if params.get("init_from") else "train", name)
+    return tracked_run(name + table.run_suffix, stage, dataset, params, {**tags, "table": table.name},
+                       description, system_metrics=True)
 
 
 def _flatten(params: dict, prefix: str = "") -> dict:

@@ -50,7 +50,7 @@ def model_summary(model: keras.Model) -> str:
 def evaluate(model: keras.Model, images: np.ndarray, one_hot: np.ndarray, class_names: list[str],
              batch_size: int, single_view: keras.Model | None = None) -> Evaluation:
     """`*_tta` metrics, per-class scores, the confusion matrix and the predictions score ``model``: in the
-    pipeline the trained net behind `evaluate.tta`'s test-time augmentation (:func:`src.tta.with_tta`), the
+    pipeline the trained net behind `evaluate.tta`'s test-time augmentation (:func:`src.evaluation.tta.with_tta`), the
     model promote registers and predict uses. `*_single_view` metrics score ``single_view``, the net alone,
     where given (else ``model`` again): one prediction per image, as the seed notebooks score theirs."""
     probabilities = model.predict(images, batch_size=batch_size, verbose=0)

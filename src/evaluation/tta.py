@@ -1,10 +1,14 @@
 """Test-time augmentation (`evaluate.tta`): a trained net wrapped so that each prediction averages
 several views of the image. Used by evaluate, promote and predict, never by training."""
 
+from typing import get_args
+
 import keras
 from keras import layers
 
-TTA_MODES = ("none", "flip", "flip_shift")
+from src.evaluation.schema import TtaMode
+
+TTA_MODES = get_args(TtaMode)
 
 
 def with_tta(model: keras.Model, tta: str) -> keras.Model:
@@ -17,7 +21,7 @@ def with_tta(model: keras.Model, tta: str) -> keras.Model:
     if tta == "none":
         return model
     if tta not in TTA_MODES:
-        raise ValueError(f"unknown test-time augmentation {tta!r}: none, flip or flip_shift")
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {', '.join(TTA_MODES)}")
     logits = keras.Model(model.inputs, model.get_layer("probabilities").input, name=f"{model.name}_logits")
     images = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")
 

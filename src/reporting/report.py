@@ -19,9 +19,10 @@ from matplotlib.ticker import MaxNLocator
 
 from src.core import config as paths
 from src.core.arrays import load_array, load_classes
-from src.core.config import DATASETS
+from src.core.config import DATASETS, DEFAULT_TABLE, Table
 from src.core.errors import PipelineError
 from src.core.fileio import read_json
+from src.core.params import Params
 from src.evaluation.figures import confusion_figure, save_figure
 
 matplotlib.use("Agg")  # files only: no display on CI or in `dvc repro`
@@ -118,7 +119,7 @@ def percent(value) -> str:
 class Comparison:
     """Everything the report shows, read and checked: ``results`` in `architectures` order."""
 
-    params: dict
+    params: Params
     classes: dict  # data/processed/classes.json: dataset, label_mode, class_names
     results: list[dict]
     ranking: list[dict]  # the same results by validation accuracy, best first (ties: `architectures` order)
@@ -138,13 +139,12 @@ def read_csv(path: Path, what: str, fix: str) -> pd.DataFrame:
         raise PipelineError(f"{what} is corrupt: {path} ({error}); {fix}") from None
 
 
-def collect_architecture(name: str, table: str = "default") -> dict:
+def collect_architecture(name: str, table: Table = DEFAULT_TABLE) -> dict:
     """Everything the report shows about one architecture of ``table``, each value checked to exist."""
-    layout, pipeline = paths.layout(table), ("seeds/dvc.yaml:" if table == "seeds" else "")
-    fix_train, fix_eval = f"run `dvc repro {pipeline}train@{name}`", f"run `dvc repro {pipeline}evaluate@{name}`"
-    train = read_json(layout.train_metrics_dir / f"{name}.json", f"training metrics of {name}", fix_train)
-    test = read_json(layout.eval_dir / f"{name}.json", f"test metrics of {name}", fix_eval)
-    details = layout.details_dir / name
+    fix_train, fix_eval = (f"run `dvc repro {table.stage(stage, name)}`" for stage in ("train", "evaluate"))
+    train = read_json(table.train_metrics_dir / f"{name}.json", f"training metrics of {name}", fix_train)
+    test = read_json(table.eval_dir / f"{name}.json", f"test metrics of {name}", fix_eval)
+    details = table.details_dir / name
     # The evaluate stage's copy of NAME.run.json: committed, where the model and its run.json are DVC-cached.
     run = read_json(details / "training_run.json", f"MLflow run id of {name}", fix_eval)
     for what, source, keys in (("training metrics", train, ("val_accuracy", "train_seconds", "epochs_run")),
@@ -156,11 +156,11 @@ def collect_architecture(name: str, table: str = "default") -> dict:
                                 f"{fix_train if what.startswith('training') else fix_eval}")
     return {
         "name": name, "train": train, "test": test, "run": run,
-        "history": read_csv(layout.history_dir / f"{name}.csv", f"training history of {name}", fix_train),
+        "history": read_csv(table.history_dir / f"{name}.csv", f"training history of {name}", fix_train),
         "per_class": read_csv(details / "per_class.csv", f"per-class scores of {name}", fix_eval),
         "confusion": read_csv(details / "confusion_matrix.csv", f"confusion matrix of {name}", fix_eval)
         .set_index("actual"),
-        "predictions": read_csv(layout.predictions_dir / f"{name}.csv", f"predictions of {name}", fix_eval),
+        "predictions": read_csv(table.predictions_dir / f"{name}.csv", f"predictions of {name}", fix_eval),
     }
 
 
@@ -176,11 +176,11 @@ def remove_unlisted(architectures: list[str]) -> list[Path]:
     return removed
 
 
-def collect(params: dict) -> Comparison:
+def collect(params: Params) -> Comparison:
     """Read every architecture's results; each confusion matrix must count the whole test set."""
     classes = load_classes(paths.PROCESSED_DIR)
     test_images = load_array(paths.PROCESSED_DIR, "test_images", "run `dvc repro preprocess`")
-    results = [collect_architecture(name) for name in params["architectures"]]
+    results = [collect_architecture(name) for name in params.architectures]
     for r in results:
         total = int(r["confusion"].to_numpy().sum())
         if total != len(test_images):
@@ -194,13 +194,13 @@ def collect(params: dict) -> Comparison:
 # --- tables and figures -------------------------------------------------------------------------
 
 def comparison_table(comparison: Comparison) -> pd.DataFrame:
-    dataset, train_sections = comparison.classes["dataset"], comparison.params["train"]
+    dataset, recipes = comparison.classes["dataset"], comparison.params.train
     rows = {}
     for r in comparison.ranking:
         train, test = r["train"], r["test"]
         rows[r["name"]] = {
             "data set": dataset, "parameters": f"{train.get('parameters', 0):,}",
-            "normalization": train_sections[r["name"]]["normalization"],
+            "normalization": recipes[r["name"]].normalization,
             "epochs run / best": f"{train['epochs_run']} / {train.get('best_epoch', '–')}",
             "s / epoch": f"{train.get('seconds_per_epoch', 0):.1f}",
             "training time": f"{train['train_seconds'] / 60:.1f} min",
@@ -225,12 +225,11 @@ def f1_section(results: list[dict], class_names: list[str]) -> str:
     return f"Hardest classes (lowest F1 averaged over architectures): {hardest}.\n\n{table}"
 
 
-def differing_params(params: dict) -> list[str]:
-    data, official = params["data"], DATASETS[params["data"]["dataset"]]
+def differing_params(params: Params) -> list[str]:
+    data, official = params.data, DATASETS[params.data.dataset]
     lines = []
-    if data.get("source") and data["source"] != official["url"]:
-        lines.append(f"`data.source`: `{data['source']}` (md5 `{data.get('md5')}`) instead of the official "
-                     f"archive")
+    if data.source and data.source != official["url"]:
+        lines.append(f"`data.source`: `{data.source}` (md5 `{data.md5}`) instead of the official archive")
     return lines
 
 
@@ -249,7 +248,7 @@ def write_figures(folder: Path, comparison: Comparison) -> dict[str, str]:
         best["confusion"], f"{best['name']} (best): confusion normalized per actual class", normalized=True))
     save("learning_curves", learning_curves_figure(
         {r["name"]: r["history"] for r in results},
-        {r["name"]: comparison.params["train"][r["name"]].get("label_smoothing", 0.0) for r in results}))
+        {r["name"]: comparison.params.train[r["name"]].label_smoothing for r in results}))
     table = pd.DataFrame({"train_seconds": [r["train"]["train_seconds"] for r in results],
                           "test_accuracy_tta": [r["test"]["test_accuracy_tta"] for r in results],
                           "parameters": [r["train"].get("parameters", 1) for r in results]},
@@ -281,7 +280,7 @@ def render(comparison: Comparison, figures: dict[str, str]) -> str:
         f"Generated by the `report` stage from the pipeline's own files. Chosen on validation: "
         f"**{best['name']}** ({percent(best['train']['val_accuracy'])} on the validation images); its test "
         f"accuracy: **{percent(best['test']['test_accuracy_tta'])}** on {best['test']['test_images']:,} test "
-        f"images, {TTA_WORDS[params['evaluate']['tta']]}. Times are wall-clock on the machine that ran "
+        f"images, {TTA_WORDS[params.evaluate.tta]}. Times are wall-clock on the machine that ran "
         "`dvc repro`. These are the default, shortened runs; the seed notebooks' own experiments, each "
         "trained as its notebook trains it, are compared with the notebooks' figures in [seeds.md](seeds.md).",
         "",
@@ -290,7 +289,7 @@ def render(comparison: Comparison, figures: dict[str, str]) -> str:
         markdown_table(comparison_table(comparison)),
         "",
         "*test accuracy*, *test loss* and every figure below score the predictions the promoted model makes "
-        f"(`evaluate.tta: {params['evaluate']['tta']}`); *one view* scores one prediction per image. "
+        f"(`evaluate.tta: {params.evaluate.tta}`); *one view* scores one prediction per image. "
         "*s / epoch* is the median epoch, validation included; *training images / s* leaves validation out. "
         "*val accuracy* is the saved model's, the one scored on the test set (the last epoch's, or the best "
         "epoch's where early stopping restores it); *best val accuracy* is the best epoch's.",
@@ -321,8 +320,8 @@ def render(comparison: Comparison, figures: dict[str, str]) -> str:
         "",
         "## Traceability",
         "",
-        f"- data set `{dataset}`, validation fraction {params['split']['val_fraction']} (split seed "
-        f"{params['split']['seed']}); normalization statistics from each net's training images",
+        f"- data set `{dataset}`, validation fraction {params.split.val_fraction} (split seed "
+        f"{params.split.seed}); normalization statistics from each net's training images",
         "- params that differ from the defaults (official archive):",
         *[f"  - {line}" for line in differing],
         "",

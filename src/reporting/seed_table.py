@@ -13,7 +13,10 @@ from src.core import config as paths
 from src.core.config import DATASETS
 from src.core.errors import PipelineError
 from src.core.fileio import read_json
+from src.core.params import Params
 from src.reporting import report
+from src.reporting.schema import Reference
+from src.training.recipe import Augmentation, Train
 
 NOTEBOOK_CODE = {"elu3": "seed000_notebook.py", "strided2": "seed002_notebook.py model_1",
                  "strided4": "seed002_notebook.py model_2", "vgg6": "seed004_notebook.py"}
@@ -23,49 +26,54 @@ TOO_FAR_BELOW = 0.02  # a row this far under the notebook's own code on the same
 @dataclass
 class Row:
     name: str
-    reference: dict
-    recipe: dict | None  # seeds.train.NAME; None: not a row of this table's pipeline
+    reference: Reference | None  # seeds.reference.NAME: the notebook's own figures
+    recipe: Train | None  # seeds.train.NAME; None: not a row of this table's pipeline
     result: dict | None  # collect_architecture's, once trained and evaluated
     notebook: dict | None  # seeds/notebooks/NAME.json
 
 
-def recipe_text(config: dict) -> str:
-    optimizer = f"{config['optimizer']} {config['learning_rate']:g}"
-    if config.get("schedule", "constant") == "inverse_time":
-        optimizer += f" (decay {config['decay']:g})"
-    elif config.get("schedule", "constant") != "constant":
-        optimizer += f" ({config['schedule']})"
-    epochs = f"{config['epochs']} epoch{'s' if config['epochs'] != 1 else ''}"
-    parts = [epochs, f"batch {config['batch_size']}", optimizer, config["normalization"]]
-    augmentation = config.get("augmentation") or {}
-    if augmentation:
-        parts.append("aug " + ", ".join(f"{k} {v}" if v is not True else k for k, v in augmentation.items() if v))
-    if config.get("drop_remainder"):
+def recipe_text(config: Train) -> str:
+    optimizer = f"{config.optimizer} {config.learning_rate:g}"
+    if config.schedule == "inverse_time":
+        optimizer += f" (decay {config.decay:g})"
+    elif config.schedule != "constant":
+        optimizer += f" ({config.schedule})"
+    epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+    parts = [epochs, f"batch {config.batch_size}", optimizer, config.normalization]
+    if config.augmentation:
+        parts.append("aug " + augmentation_text(config.augmentation))
+    if config.drop_remainder:
         parts.append("full batches only")
-    if config.get("early_stopping"):
-        parts.append(f"early stopping on {config['early_stopping']['monitor']}")
-    if config.get("init_from"):
-        parts.append(f"continues {config['init_from']}")
-    if config.get("precision", "float32") != "float32":
-        parts.append(config["precision"])
+    if config.early_stopping:
+        parts.append(f"early stopping on {config.early_stopping.monitor}")
+    if config.init_from:
+        parts.append(f"continues {config.init_from}")
+    if config.precision != "float32":
+        parts.append(config.precision)
     return "; ".join(parts)
 
 
-def collect(params: dict) -> list[Row]:
-    seeds = params["seeds"]
-    trained = [*seeds["rows"], *seeds["continued"]]
-    names = list(dict.fromkeys([*seeds["reference"], *trained]))
+def augmentation_text(augmentation: Augmentation) -> str:
+    return ", ".join(f"{key} {value}" if value is not True else key
+                     for key, value in augmentation.model_dump().items() if value)
+
+
+def collect(params: Params) -> list[Row]:
+    seeds = params.seeds
+    if seeds is None:
+        raise PipelineError("params.yaml has no `seeds` section; restore it from git to build the seed table")
+    trained = [*seeds.rows, *seeds.continued]
     rows = []
-    for name in names:
+    for name in dict.fromkeys([*seeds.reference, *trained]):
         result = None
         # The evaluate stage's last file: a row counts once its provenance is committed beside its scores.
-        done = (paths.layout("seeds").details_dir / name / "training_run.json").exists()
+        done = (paths.SEED_TABLE.details_dir / name / "training_run.json").exists()
         if name in trained and done:
-            result = report.collect_architecture(name, "seeds")
+            result = report.collect_architecture(name, paths.SEED_TABLE)
         notebook_file = paths.NOTEBOOK_RESULTS_DIR / f"{name}.json"
         notebook = read_json(notebook_file, f"notebook result of {name}",
                              f"rerun `python benchmarks/seed_notebooks.py {name}`") if notebook_file.exists() else None
-        rows.append(Row(name, seeds["reference"].get(name, {}), seeds["train"].get(name) if name in trained else None,
+        rows.append(Row(name, seeds.reference.get(name), seeds.train[name] if name in trained else None,
                         result, notebook))
     return rows
 
@@ -93,11 +101,11 @@ def table(rows: list[Row]) -> pd.DataFrame:
     records = {}
     for row in rows:
         reference, result, notebook = row.reference, row.result, row.notebook
-        published = report.percent(reference.get("accuracy"))
-        if reference.get("dataset", "cifar10") != "cifar10":
-            published += f" ({reference['dataset']})"
+        published = report.percent(reference.accuracy if reference else None)
+        comparable = reference is None or reference.dataset == "cifar10"
+        if not comparable:
+            published += f" ({reference.dataset})"
         single = result["test"]["test_accuracy_single_view"] if result else None
-        comparable = reference.get("dataset", "cifar10") == "cifar10"
         if row.recipe is None:
             status = "not run here"
         elif result is None:
@@ -106,7 +114,7 @@ def table(rows: list[Row]) -> pd.DataFrame:
             status = f"{report.percent(single)}"
         train = result["train"] if result else {}
         records[row.name] = {
-            "seed": reference.get("seed", "–"),
+            "seed": reference.seed if reference else "–",
             "recipe": recipe_text(row.recipe) if row.recipe else "–",
             "notebook's figure": published,
             "pipeline, one view": status,
@@ -114,7 +122,8 @@ def table(rows: list[Row]) -> pd.DataFrame:
             "notebook's code here": report.percent(notebook["test_accuracy"]) if notebook else "–",
             "pipeline − notebook code (points)": _gap(single, notebook["test_accuracy"] if notebook else None),
             "notebook code − figure (points)": (_gap(notebook["test_accuracy"] if notebook else None,
-                                                     reference.get("accuracy")) if comparable else "not comparable"),
+                                                     reference.accuracy if reference else None)
+                                                if comparable else "not comparable"),
             "s / epoch": f"{train['seconds_per_epoch']:.1f}" if result else "–",
             "notebook s / epoch": f"{notebook['seconds_per_epoch']:.1f}" if notebook else "–",
             "ratio": _ratio(train, result["run"], notebook) if result and notebook else "–",
@@ -172,14 +181,14 @@ def class_samples_figure(images: np.ndarray, labels: np.ndarray, class_names: li
     return figure
 
 
-def augmented_figure(images: np.ndarray, config: dict, name: str, copies: int = 5):
+def augmented_figure(images: np.ndarray, config: Train, name: str, copies: int = 5):
     """Each image and ``copies`` augmentations of it, as the row ``name`` trains (seed 004's preview)."""
     import keras
     import matplotlib.pyplot as plt
 
     from src.training.augmentation import augmentation_layers
 
-    steps = augmentation_layers(config, config["seed"])
+    steps = augmentation_layers(config.augmentation, config.seed)
     figure, grid = plt.subplots(len(images), copies + 1, figsize=((copies + 1) * 1.3, len(images) * 1.3))
     for row, image in enumerate(images):
         views = [image] + [image] * copies
@@ -192,9 +201,7 @@ def augmented_figure(images: np.ndarray, config: dict, name: str, copies: int = 
             grid[row, column].set_xticks([])
             grid[row, column].set_yticks([])
         grid[row, 0].set_title("original" if row == 0 else "", fontsize=8)
-    used = ", ".join(f"{key} {value}" if value is not True else key
-                     for key, value in config["augmentation"].items() if value)
-    figure.suptitle(f"{name}: training images as augmented ({used})", fontsize=10)
+    figure.suptitle(f"{name}: training images as augmented ({augmentation_text(config.augmentation)})", fontsize=10)
     figure.tight_layout()
     return figure
 

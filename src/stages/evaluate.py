@@ -1,6 +1,6 @@
 """Stage `evaluate@<name>`: score one trained model on the untouched test set.
 
-Usage: python -m src.stages.evaluate NAME [--table seeds]. Params: evaluate.batch_size, evaluate.tta (the
+Params: evaluate.batch_size, evaluate.tta (the
 test-time augmentation of the `*_tta` metrics). Writes reports/eval/NAME.json (DVC metrics: the test scores,
 the validation accuracy with and without test-time augmentation, to choose it by, and the training images'
 accuracy, the overfitting gap), reports/predictions/NAME.csv (one row per test image, DVC's confusion plot)
@@ -15,7 +15,7 @@ from pathlib import Path
 from src.core import config as paths
 from src.core import tracking
 from src.core.arrays import load_array, load_classes
-from src.core.cli import stage_arguments
+from src.core.cli import net_arguments
 from src.core.errors import run_stage
 from src.core.fileio import atomic_dir, atomic_path, read_json, write_json
 from src.core.params import load_params
@@ -40,9 +40,8 @@ def write_details(folder: Path, name: str, result, net, trained: dict, training_
 
 
 def main(argv: list[str]) -> None:
-    name, table = stage_arguments(argv, "usage: python -m src.stages.evaluate ARCHITECTURE [--table seeds]")
-    params = load_params()
-    layout = paths.layout(table)
+    name, table = net_arguments(argv, "src.stages.evaluate", __doc__)
+    evaluation = load_params().evaluate
     tracking.configure_store()
     import keras
 
@@ -53,10 +52,10 @@ def main(argv: list[str]) -> None:
     images = load_array(paths.PROCESSED_DIR, "test_images", fix)
     labels = load_array(paths.PROCESSED_DIR, "test_labels", fix)
     classes = load_classes(paths.PROCESSED_DIR)
-    trained = read_json(layout.run_file(name), "MLflow run id", f"rerun `dvc repro train@{name}`")
-    net = load_model(layout.model_file(name))
-    tta = params["evaluate"]["tta"]
-    batch_size, wrapped = params["evaluate"]["batch_size"], with_tta(net, tta)
+    trained = read_json(table.run_file(name), "MLflow run id", f"rerun `dvc repro {table.stage('train', name)}`")
+    net = load_model(table.model_file(name))
+    tta, batch_size = evaluation.tta, evaluation.batch_size
+    wrapped = with_tta(net, tta)
     result = evaluate(wrapped, images, labels, classes["class_names"], batch_size, single_view=net)
     fix = "run `dvc repro split`"
     result.metrics.update(accuracy_by_view("val", {"single_view": net, "tta": wrapped},
@@ -67,14 +66,14 @@ def main(argv: list[str]) -> None:
                                            load_array(paths.SPLIT_DIR, "train_labels", fix), batch_size))
 
     # Logged from inside atomic_dir: the details folder appears only if MLflow took them too.
-    evaluation_run = tracking.evaluation_run(name, trained, layout.model_file(name), classes["dataset"])
-    with atomic_dir(layout.details_dir / name) as details, evaluation_run as (run_id, training_run):
+    evaluation_run = tracking.evaluation_run(name, trained, table.model_file(name), classes["dataset"])
+    with atomic_dir(table.details_dir / name) as details, evaluation_run as (run_id, training_run):
         write_details(details, name, result, net, trained, training_run)
         tracking.log_evaluation(run_id, result.metrics, tta, details,
                                 result.per_class.round(4).to_dict(orient="index"))
-    with atomic_path(layout.predictions_dir / f"{name}.csv") as tmp:
+    with atomic_path(table.predictions_dir / f"{name}.csv") as tmp:
         result.predictions.to_csv(tmp, index_label="image")
-    write_json(layout.eval_dir / f"{name}.json", result.metrics)
+    write_json(table.eval_dir / f"{name}.json", result.metrics)
     metrics = result.metrics
     print(f"evaluate@{name}: test accuracy {metrics['test_accuracy_single_view']:.4f} one view, "
           f"{metrics['test_accuracy_tta']:.4f} with tta {tta}; loss {metrics['test_loss_tta']:.4f} on "

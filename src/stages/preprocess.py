@@ -5,6 +5,7 @@ Params: data.dataset, data.label_mode.
 """
 
 from src.core import config as paths
+from src.core.cli import no_arguments
 from src.core.config import DATASETS
 from src.core.errors import run_stage
 from src.core.fileio import atomic_dir, write_json
@@ -14,14 +15,14 @@ from src.data.dataset import one_hot, save_arrays
 
 
 def main(argv: list[str]) -> None:
-    params = load_params()
-    data = params["data"]
-    cifar = decode_archive(paths.RAW_DIR / DATASETS[data["dataset"]]["archive"], data["dataset"], data["label_mode"])
+    no_arguments(argv, "src.stages.preprocess", __doc__)
+    data = load_params().data
+    cifar = decode_archive(paths.RAW_DIR / DATASETS[data.dataset]["archive"], data.dataset, data.label_mode)
     num_classes = len(cifar.class_names)
     with atomic_dir(paths.PROCESSED_DIR) as out:
         save_arrays(out, train_images=cifar.train_images, train_labels=one_hot(cifar.train_labels, num_classes),
                     test_images=cifar.test_images, test_labels=one_hot(cifar.test_labels, num_classes))
-        write_json(out / "classes.json", {"dataset": data["dataset"], "label_mode": data["label_mode"],
+        write_json(out / "classes.json", {"dataset": data.dataset, "label_mode": data.label_mode,
                                           "class_names": cifar.class_names})
     print(f"preprocess: {len(cifar.train_images)} train + {len(cifar.test_images)} test images, "
           f"{num_classes} classes -> {paths.PROCESSED_DIR}")

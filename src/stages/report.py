@@ -7,6 +7,7 @@ git nor `dvc metrics show` keeps them.
 """
 
 from src.core import config as paths
+from src.core.cli import no_arguments
 from src.core.errors import run_stage
 from src.core.fileio import atomic_dir, atomic_path
 from src.core.params import load_params
@@ -14,8 +15,9 @@ from src.reporting import report
 
 
 def main(argv: list[str]) -> None:
+    no_arguments(argv, "src.stages.report", __doc__)
     params = load_params()
-    removed = report.remove_unlisted(params["architectures"])
+    removed = report.remove_unlisted(params.architectures)
     if removed:
         print(f"report: removed {len(removed)} results of architectures no longer in `architectures`: "
               f"{', '.join(sorted({path.name.split('.')[0] for path in removed}))}")

@@ -1,6 +1,6 @@
 """Stage `train@<name>`: train one architecture on the split data and track it in MLflow.
 
-Usage: python -m src.stages.train NAME [--table seeds]. Params: train.NAME (seeds.train.NAME for a row of
+Params: train.NAME (seeds.train.NAME for a row of
 the seed table). Writes models/NAME.keras, models/NAME.run.json (the MLflow run and model, for evaluate and
 promote), reports/train/NAME.json (DVC metrics) and reports/history/NAME.csv (per-epoch metrics, for
 `dvc plots`); the seed table writes the same under seeds/. Until the model is saved, models/backup/NAME/
@@ -11,72 +11,65 @@ data and code resumes there, in a new MLflow run (tag `resumed_from_run_id`) tha
 from src.core import config as paths
 from src.core import tracking
 from src.core.arrays import load_array, load_classes
-from src.core.cli import stage_arguments
-from src.core.errors import PipelineError, run_stage
+from src.core.cli import net_arguments
+from src.core.errors import run_stage
 from src.core.fileio import atomic_path, read_json, read_model, remove_partials, write_json
-from src.core.params import load_params, train_sections
-from src.training.normalization import normalization_stats
-
-USAGE = "usage: python -m src.stages.train ARCHITECTURE [--table seeds]"
+from src.core.params import load_params
 
 
 def main(argv: list[str]) -> None:
-    name, table = stage_arguments(argv, USAGE)
+    name, table = net_arguments(argv, "src.stages.train", __doc__)
     params = load_params()
-    sections = train_sections(params, table)
-    if name not in sections:
-        where = "seeds.train" if table == "seeds" else "train"
-        raise PipelineError(f"no `{where}.{name}` section in params.yaml; add one (see {where}.elu3)")
-    config, layout = sections[name], paths.layout(table)
+    config = params.recipe(name, table)
     tracking.configure_store()
 
     import keras
 
     from src.training import device, fit
-    from src.training.models import build_model, continue_from
+    from src.training.models import initial_model
 
     device.enable_memory_growth()  # before TensorFlow touches a GPU
     keras.utils.disable_interactive_logging()  # no progress bars in `dvc repro` logs (MLflow predicts too)
 
-    remove_partials(layout.models_dir)
+    remove_partials(table.models_dir)
     fix = "run `dvc repro split`"
     train_images, train_labels, val_images, val_labels = (load_array(paths.SPLIT_DIR, f, fix)
                                                           for f in paths.SPLIT_FILES)
     classes = load_classes(paths.PROCESSED_DIR)
-    normalization = normalization_stats(train_images, config["normalization"])
     fit.steps_per_epoch(name, config, len(train_images))  # a bad batch setup fails before the run starts
-    parent = config.get("init_from")
-    parent_model = read_model(layout.model_file(parent), f"`init_from: {parent}`: its model",
-                              f"train {parent} first (`dvc repro seeds/dvc.yaml`)") if parent else None
+    parent = config.init_from
+    parent_model = read_model(table.model_file(parent), f"`init_from: {parent}`: its model",
+                              f"train {parent} first (`dvc repro {table.stage('train', parent)}`)") if parent else None
     print(f"train@{name}: on {device.summary()}", flush=True)
-    fit.make_deterministic(config["seed"])
-    model = build_model(name, train_labels.shape[1], normalization, config, train_images=train_images)
-    if parent_model is not None:
-        continue_from(model, parent_model, parent)
+    model, normalization = initial_model(name, config, train_images, train_labels.shape[1], parent_model)
     split_file = {f: paths.SPLIT_DIR / f"{f}.npy" for f in paths.SPLIT_FILES}
     tags = {"data_md5": tracking.files_md5(list(split_file.values())),
             "normalization": normalization["mode"], "label_mode": classes["label_mode"],
             "dtype_policy": model.dtype_policy.name, **device.describe()}
     if parent:
-        tags["init_from_run_id"] = read_json(layout.run_file(parent), f"MLflow run id of {parent}",
-                                             f"retrain {parent} (`dvc repro seeds/dvc.yaml`)")["run_id"]
+        tags["init_from_run_id"] = read_json(table.run_file(parent), f"MLflow run id of {parent}",
+                                             f"retrain {parent} (`dvc repro {table.stage('train', parent)}`)")["run_id"]
+    recipe = config.model_dump(exclude_none=True)  # as MLflow logs it
     backup = None
     if fit.resumable(config):
         # A continuation's backup holds epochs trained on top of one parent model: a retrained parent
         # (a new run) must start it over.
-        backup = fit.EpochBackup(layout.backup_dir(name), fit.fingerprint(
-            name, table, config, tags["data_md5"], keras.__version__, tags.get("init_from_run_id")))
+        backup = fit.EpochBackup(table.backup_dir(name), fit.fingerprint(
+            config.net, name, table.name, recipe, tags["data_md5"], keras.__version__, tags.get("init_from_run_id")))
         if backup.epochs_done:
             tags["resumed_from_run_id"] = backup.run_id
-    logged_params = {**config, "parameters": model.count_params(), "dataset": classes["dataset"],
+    logged_params = {**recipe, "parameters": model.count_params(), "dataset": classes["dataset"],
                      "normalization_mean": normalization["mean"], "normalization_std": normalization["std"],
                      "train_images": len(train_images)}
 
-    with tracking.training_run(name, classes["dataset"], logged_params, tags, table) as run:
+    description = (f"{name}: the net {config.net} trained by the recipe `{table.recipes_key}.{name}` of params.yaml "
+                   f"for {config.epochs} epochs" + (f", continuing {parent}'s trained model" if parent else "")
+                   + f"; {table.title}.")
+    with tracking.training_run(name, classes["dataset"], logged_params, tags, table, description) as run:
         tracking.log_datasets({
             "training": (train_images, train_labels, tracking.files_md5([split_file["train_images"]])),
             "validation": (val_images, val_labels, tracking.files_md5([split_file["val_images"]])),
-        }, source=paths.dataset_source(params["data"])[0], dataset=classes["dataset"])
+        }, source=paths.dataset_source(params.data)[0], dataset=classes["dataset"])
         epoch_metrics = tracking.EpochMetrics()
         if backup is not None:  # a resumed training's run holds every epoch, the killed run's too
             backup.run_id = run.info.run_id
@@ -89,13 +82,13 @@ def main(argv: list[str]) -> None:
         tracking.mlflow.log_metrics({("evaluated_" + k if k.startswith("val_") else k): float(v)
                                      for k, v in summary.items() if k != "monitor"})
         # Saved before the upload: a store that refuses the model must not waste the training.
-        with atomic_path(layout.model_file(name), suffix=".keras") as tmp:
+        with atomic_path(table.model_file(name), suffix=".keras") as tmp:
             model.save(tmp)
-        with atomic_path(layout.history_dir / f"{name}.csv") as tmp:
+        with atomic_path(table.history_dir / f"{name}.csv") as tmp:
             result.history.to_csv(tmp, index=False, float_format="%.6g")
-        write_json(layout.train_metrics_dir / f"{name}.json", summary)
+        write_json(table.train_metrics_dir / f"{name}.json", summary)
         model_uri = tracking.log_keras_model(model, val_images[:2])
-        write_json(layout.run_file(name), {
+        write_json(table.run_file(name), {
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "model_uri": model_uri, "tracking_uri": tracking.mlflow.get_tracking_uri(),
             "data_md5": tags["data_md5"], "device": tags["device_summary"],

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from src.core.errors import PipelineError
 from src.core.fileio import atomic_dir
+from src.training.recipe import Train
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
 
@@ -43,33 +44,45 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffl
     return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def learning_rate(config: dict, steps_per_epoch: int):
-    """A float or a Keras schedule, as `schedule` in the train section says."""
-    rate, schedule = config["learning_rate"], config.get("schedule", "constant")
-    total_steps = config["epochs"] * steps_per_epoch
-    if schedule == "inverse_time":  # Keras 2's `decay` argument: lr / (1 + decay * iterations)
-        return keras.optimizers.schedules.InverseTimeDecay(rate, decay_steps=1, decay_rate=config["decay"])
-    if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=total_steps)
-    if schedule == "onecycle":  # linear warm-up over the first quarter, then cosine down to zero
-        warmup = max(1, total_steps // 4)
-        return keras.optimizers.schedules.CosineDecay(rate / 10, decay_steps=max(1, total_steps - warmup),
-                                                      warmup_target=rate, warmup_steps=warmup)
-    return rate
+def _inverse_time(config: Train, total_steps: int):  # Keras 2's `decay` argument: lr / (1 + decay * iterations)
+    return keras.optimizers.schedules.InverseTimeDecay(config.learning_rate, decay_steps=1, decay_rate=config.decay)
 
 
-def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    rate = learning_rate(config, steps_per_epoch)
-    decay = config.get("weight_decay")  # None: the optimizer's own default
-    name = config["optimizer"]
-    if name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=config.get("momentum", 0.0),
-                                    nesterov=config.get("nesterov", False), weight_decay=decay)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(rate, weight_decay=decay)
-    if name == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=0.004 if decay is None else decay)
-    return keras.optimizers.Adam(rate, weight_decay=decay)
+def _one_cycle(config: Train, total_steps: int):  # linear warm-up over the first quarter, then cosine down to zero
+    warmup = max(1, total_steps // 4)
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate / 10, decay_steps=max(1, total_steps - warmup),
+                                                  warmup_target=config.learning_rate, warmup_steps=warmup)
+
+
+# One entry per choice of the recipe's `schedule` and `optimizer` (src/training/recipe.py).
+SCHEDULES = {
+    "constant": lambda config, total_steps: config.learning_rate,
+    "inverse_time": _inverse_time,
+    "cosine": lambda config, total_steps: keras.optimizers.schedules.CosineDecay(config.learning_rate,
+                                                                                 decay_steps=total_steps),
+    "onecycle": _one_cycle,
+}
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+              "rmsprop": keras.optimizers.RMSprop}
+
+
+def learning_rate(config: Train, steps_per_epoch: int):
+    """A float or a Keras schedule, as the recipe's `schedule` says."""
+    return SCHEDULES[config.schedule](config, config.epochs * steps_per_epoch)
+
+
+def make_optimizer(config: Train, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    # A field left null keeps the Keras optimizer's own default (AdamW's weight decay 0.004, SGD without momentum).
+    options = {key: getattr(config, key) for key in ("weight_decay", "momentum", "nesterov")
+               if getattr(config, key) is not None}
+    return OPTIMIZERS[config.optimizer](learning_rate(config, steps_per_epoch), **options)
+
+
+def compile_model(model: keras.Model, config: Train, steps_per_epoch: int) -> None:
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  # XLA: Keras turns it off under TensorFlow's op determinism (make_deterministic) anyway.
+                  metrics=["accuracy"], jit_compile=False)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -246,66 +259,71 @@ class TrainingResult:
         }
 
 
-def steps_per_epoch(name: str, config: dict, images: int) -> int:
+def steps_per_epoch(name: str, config: Train, images: int) -> int:
     """Batches per epoch of ``images`` training images. A last batch of a few images at a large
     learning rate kicks the weights and, through BatchNorm's batch statistics, the running
     statistics too: `drop_remainder` leaves it out, but must leave at least one batch."""
-    batch_size = config["batch_size"]
-    if not config.get("drop_remainder", False):
-        return math.ceil(images / batch_size)
-    if images < batch_size:
+    if not config.drop_remainder:
+        return math.ceil(images / config.batch_size)
+    if images < config.batch_size:
         raise PipelineError(f"`train.{name}.drop_remainder` leaves no batch: {images} training images, "
-                            f"batch_size {batch_size}; lower batch_size or set drop_remainder: false")
-    return images // batch_size
+                            f"batch_size {config.batch_size}; lower batch_size or set drop_remainder: false")
+    return images // config.batch_size
 
 
-def monitor_of(config: dict) -> str:
-    return (config.get("early_stopping") or {}).get("monitor", "val_accuracy")
+def monitor_of(config: Train) -> str:
+    return config.early_stopping.monitor if config.early_stopping else "val_accuracy"
 
 
-def resumable(config: dict) -> bool:
+def resumable(config: Train) -> bool:
     """Lookahead's slow weights and EarlyStopping's patience live in callbacks no backup holds: a fit
     using either starts over when interrupted."""
-    return not (config.get("lookahead") or config.get("early_stopping"))
+    return not (config.lookahead or config.early_stopping)
 
 
-def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
+def recipe_callbacks(config: Train, steps_per_epoch: int) -> list[keras.callbacks.Callback]:
+    """The callbacks the recipe asks for: `lookahead`, `early_stopping`."""
+    callbacks = []
+    if config.lookahead:
+        callbacks.append(Lookahead(total_steps=config.epochs * steps_per_epoch))
+    stopping = config.early_stopping
+    if stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=stopping.monitor, patience=stopping.patience,
+                                                       restore_best_weights=stopping.restore_best_weights))
+    return callbacks
+
+
+def training_batches(config: Train, images: np.ndarray, labels: np.ndarray, skip_steps: int = 0):
+    """The whole fit's batches, shuffled by the recipe's `seed`, as one repeated dataset: given a finite
+    dataset, Keras builds a fresh iterator every epoch, and tearing down the previous one blocked ~0.6 ms per
+    training image (py-spy: ~IteratorResource waiting on tf.data's thread pool), 25 % of an epoch here.
+    ``skip_steps``: where a resumed fit goes on in the same order."""
+    batches = make_dataset(images, labels, config.batch_size, shuffle_seed=config.seed,
+                           drop_remainder=config.drop_remainder).repeat()
+    return batches.skip(skip_steps) if skip_steps else batches
+
+
+def train(model: keras.Model, config: Train, train_data: tuple, val_data: tuple,
           extra_callbacks: list | None = None, backup: EpochBackup | None = None) -> TrainingResult:
-    """Compile and fit ``model`` as the train section ``config`` says; return its per-epoch history.
+    """Compile and fit ``model`` as the recipe ``config`` says; return its per-epoch history.
     With ``backup`` (where :func:`resumable`), an interrupted fit resumes from it.
 
     Call :func:`make_deterministic` before building ``model``: its initial weights come from the seed.
     """
-    images, batch_size = len(train_data[0]), config["batch_size"]
+    images = len(train_data[0])
     steps = steps_per_epoch(model.name, config, images)
-    model.compile(optimizer=make_optimizer(config, steps),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.get("label_smoothing", 0.0)),
-                  metrics=["accuracy"], jit_compile=config.get("jit_compile", False))
+    compile_model(model, config, steps)
     done = backup.epochs_done if backup else 0
     if done:
         backup.restore(model)
-        print(f"{model.name}: resuming after epoch {done}/{config['epochs']} from {backup.folder}", flush=True)
-    log = EpochLog(model.name, config["epochs"])
-    callbacks = [log]
-    if config.get("lookahead"):
-        callbacks.append(Lookahead(total_steps=config["epochs"] * steps))
-    stopping = config.get("early_stopping")
-    if stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=stopping["monitor"], patience=stopping["patience"],
-            restore_best_weights=stopping.get("restore_best_weights", False)))
-    # One repeated dataset and one iterator for the whole fit: given a finite dataset, Keras builds a
-    # fresh iterator every epoch, and tearing down the previous one blocked ~0.6 ms per training
-    # image (py-spy: ~IteratorResource waiting on tf.data's thread pool), 25 % of an epoch here.
-    train_batches = make_dataset(*train_data, batch_size, shuffle_seed=config["seed"],
-                                 drop_remainder=config.get("drop_remainder", False)).repeat()
-    if done:  # the same shuffled order, from the first batch the backup has not seen
-        train_batches = train_batches.skip(done * steps)
-    val_batches = make_dataset(*val_data, max(batch_size, 500))
+        print(f"{model.name}: resuming after epoch {done}/{config.epochs} from {backup.folder}", flush=True)
+    callbacks = [EpochLog(model.name, config.epochs), *recipe_callbacks(config, steps)]
+    train_batches = training_batches(config, *train_data, skip_steps=done * steps)
+    val_batches = make_dataset(*val_data, max(config.batch_size, 500))
     started = time.perf_counter()
     # The backup comes last: an epoch it holds has been through every other callback (MLflow's too).
     fit = model.fit(train_batches, steps_per_epoch=steps, validation_data=val_batches, initial_epoch=done,
-                    epochs=config["epochs"], verbose=0, shuffle=False,  # make_dataset already shuffles
+                    epochs=config.epochs, verbose=0, shuffle=False,  # training_batches already shuffles
                     callbacks=callbacks + (extra_callbacks or []) + ([backup] if backup else []))
     train_seconds = time.perf_counter() - started
     # What callbacks do at the end of training (Lookahead's final average, EarlyStopping's restore) comes
@@ -320,6 +338,6 @@ def train(model: keras.Model, config: dict, train_data: tuple, val_data: tuple,
     monitor = monitor_of(config)
     best = int(history[monitor].idxmin() if monitor.endswith("loss") else history[monitor].idxmax()) + 1
     # Keras restores the best weights at the end of training only when told to.
-    evaluated = best if stopping and stopping.get("restore_best_weights") else len(history)
+    evaluated = best if config.early_stopping and config.early_stopping.restore_best_weights else len(history)
     return TrainingResult(history, train_seconds, validation_seconds, best, evaluated,
-                          min(images, steps * batch_size), saved)
+                          min(images, steps * config.batch_size), saved)

@@ -11,34 +11,35 @@ from keras import layers
 
 from src import architectures
 from src.core.errors import PipelineError
-from src.training import device
+from src.training import device, fit
 from src.training.augmentation import augmentation_layers
+from src.training.normalization import normalization_stats
+from src.training.recipe import Train
 
 
-def build_model(name: str, num_classes: int, normalization: dict, config: dict | None = None,
+def build_model(name: str, num_classes: int, normalization: dict, config: Train,
                 train_images: np.ndarray | None = None) -> keras.Model:
-    """Input (uint8) -> normalization -> augmentation (training only) -> architecture ``name`` ->
-    softmax in float32. ``train_images`` set data-dependent layers (airbench's whitening)."""
-    if name not in architectures.names():
-        raise PipelineError(f"unknown architecture {name!r} in `architectures`; choose from "
-                            f"{', '.join(architectures.names())}")
-    config = config or {}
-    architecture = architectures.get(name)
-    if config.get("weights"):
-        architecture = functools.partial(architecture, weights=config["weights"])
+    """Input (uint8) -> normalization -> augmentation (training only) -> the recipe's net -> softmax in
+    float32, named as the recipe ``name``. ``train_images`` set data-dependent layers (airbench's whitening)."""
+    net = config.net or name
+    if net not in architectures.names():
+        raise PipelineError(f"unknown architecture {net!r}; choose from {', '.join(architectures.names())}")
+    architecture = architectures.get(net)
+    if config.weights:
+        architecture = functools.partial(architecture, weights=config.weights)
     # Global in Keras: set for every model built, so one model's policy never leaks into the next.
-    keras.config.set_dtype_policy(device.precision_policy(config.get("precision", "float32"), name))
+    keras.config.set_dtype_policy(device.precision_policy(config.precision, name))
     inputs = keras.Input((32, 32, 3), dtype="uint8", name="image")
     variance = [s**2 for s in normalization["std"]]
     # Normalized in float32: bfloat16's 8-bit mantissa cannot tell neighbouring pixel values apart.
     x = layers.Normalization(mean=normalization["mean"], variance=variance, name="normalization",
                              dtype="float32")(inputs)
-    for step in augmentation_layers(config, config.get("seed", 0)):
+    for step in augmentation_layers(config.augmentation, config.seed):
         x = step(x)
     logits = architecture(x, num_classes)
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     model = keras.Model(inputs, outputs, name=name)
-    initialize = architectures.data_initializer(name)
+    initialize = architectures.data_initializer(net)
     if train_images is not None and initialize is not None:
         initialize(model, train_images)
     return model
@@ -61,3 +62,18 @@ def continue_from(model: keras.Model, parent: keras.Model, parent_name: str) -> 
                             "architecture")
     for layer, source in zip(ours, theirs, strict=True):
         layer.set_weights(source.get_weights())
+
+
+def initial_model(name: str, config: Train, train_images: np.ndarray, num_classes: int,
+                  parent: keras.Model | None = None) -> tuple[keras.Model, dict]:
+    """The model the recipe ``name`` starts training from, and its normalization statistics: its net around
+    the `normalization` of ``train_images``, initialized from the recipe's `seed`, or with ``parent``'s
+    trained weights where the recipe continues it (`init_from`)."""
+    normalization = normalization_stats(train_images, config.normalization)
+    fit.make_deterministic(config.seed)
+    model = build_model(name, num_classes, normalization, config, train_images=train_images)
+    if config.init_from:
+        if parent is None:
+            raise PipelineError(f"`init_from: {config.init_from}`: {name} continues a trained model; load it first")
+        continue_from(model, parent, config.init_from)
+    return model, normalization

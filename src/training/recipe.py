@@ -7,6 +7,11 @@ from pydantic import Field, model_validator
 from src.core.schema import Section
 
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+# Each set of choices, once: src/training/fit.py builds one Keras object per name, a test checks it covers these.
+Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
+Schedule = Literal["constant", "inverse_time", "cosine", "onecycle"]
+Precision = Literal["float32", "bfloat16", "float16"]
+Normalization = Literal["scale", "standardize", "per_channel"]
 
 
 class Augmentation(Section):
@@ -22,11 +27,14 @@ class EarlyStopping(Section):
 
 
 class Train(Section):
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    # The net it trains (src/architectures/NET.py); null: the net named as the recipe. A continuation
+    # (`init_from`) may be named otherwise: it trains its parent's net on.
+    net: str | None = None
+    optimizer: Optimizer
     learning_rate: float = Field(gt=0)
     momentum: Fraction | None = None  # sgd only
     nesterov: bool | None = None  # sgd only
-    schedule: Literal["constant", "inverse_time", "cosine", "onecycle"] = "constant"
+    schedule: Schedule = "constant"
     decay: float | None = Field(None, ge=0)  # inverse_time only: Keras 2's `decay`
     weight_decay: float | None = Field(None, ge=0)  # null: the optimizer's default (AdamW 0.004, else none)
     label_smoothing: Fraction = 0.0
@@ -41,15 +49,14 @@ class Train(Section):
     weights: Literal["imagenet"] | None = None  # a net declaring PRETRAINED_WEIGHTS only; null: from scratch
     # scale: /255 (seeds 001-004); standardize: one mean and std over all pixels (seed 000); per_channel.
     # Statistics from the training images of the split only, applied inside the model.
-    normalization: Literal["scale", "standardize", "per_channel"] = "scale"
+    normalization: Normalization = "scale"
     # Start from this train section's trained model instead of random weights (seed 004's cifar_cnn_4 is
     # cifar_cnn_3 trained on with augmentation): the same net, the same normalization.
     init_from: str | None = None
     seed: int = Field(ge=0)
-    jit_compile: bool = False
     # Keras' mixed_bfloat16 / mixed_float16 policy. bfloat16: float32 where the CPU lacks bfloat16
     # instructions; float16 is for GPUs and trains in float32 on a CPU.
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    precision: Precision = "float32"
 
     @model_validator(mode="after")
     def keys_that_apply(self) -> "Train":
