@@ -41,7 +41,6 @@ def test_repository_params_are_valid():
 def test_a_recipe_names_its_net_which_defaults_to_its_key():
     params = validate(base_params())
     assert params.train["elu3"].net == "elu3" and params.seeds.train["vgg6_bn_aug"].net == "vgg6_bn"
-    assert params.train["vgg16_transfer_aug"].net == "vgg16_transfer"
 
 
 def test_reference_figures_are_not_training_params():
@@ -128,7 +127,7 @@ def test_architectures_are_checked_against_the_registry():
     ("train.elu3.net", "relu4", "`train.elu3.net: relu4`: a recipe the pipeline trains from scratch is named as its "
                                 "net (its stage depends on src/architectures/elu3.py)"),
     ("seeds.train.elu3.net", "relu4", "`seeds.train.elu3.net: relu4`: a recipe the pipeline trains from scratch"),
-    ("train.vgg16_transfer_aug.net", "vgg6", "`train.vgg16_transfer_aug.weights: imagenet`: the net vgg6 has no"),
+    ("train.vgg16_transfer.net", "vgg6", "`train.vgg16_transfer.weights: imagenet`: the net vgg6 has no"),
 ])
 def test_a_recipe_trains_a_registered_net_its_stage_depends_on(dotted, value, fragment):
     assert fragment in problems_of(**{dotted: value})

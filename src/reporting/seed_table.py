@@ -86,7 +86,7 @@ def _gap(ours: float | None, theirs: float | None) -> str:
 
 def _ratio(train: dict, run: dict, notebook: dict) -> str:
     """Pipeline ÷ notebook seconds per epoch, only where both ran on the same CPU (family/model): per-epoch
-    times of the machines here differ 2-4x between CPU generations."""
+    times differ between the CPU generations of the machines here."""
     if run.get("cpu_family_model") != notebook["cpu_family_model"]:
         return "other CPU"
     return f"{train['seconds_per_epoch'] / notebook['seconds_per_epoch']:.2f}"

@@ -2,7 +2,7 @@
 
 Params: architectures (which to compare), train (normalization), data and split (traceability). Reads
 only the files dvc.yaml declares for it and writes nothing that varies between identical runs (the work
-is in src/report.py). Deletes the results of architectures removed from `architectures`, so neither
+is in src/reporting/report.py). Deletes the results of architectures removed from `architectures`, so neither
 git nor `dvc metrics show` keeps them.
 """
 

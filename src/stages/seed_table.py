@@ -65,7 +65,7 @@ def main(argv: list[str]) -> None:
         "from the published figure: *pipeline − notebook code* is the pipeline's, *notebook code − figure* "
         "this archive's (a JPEG quality-75 re-encoding) and the notebook's own run-to-run spread. *s / epoch*: "
         "median epoch, validation included; *ratio*: pipeline ÷ notebook code where both ran on the same CPU "
-        "(family/model in the provenance; *other CPU* where not: per-epoch times differ 2-4x between the "
+        "(family/model in the provenance; *other CPU* where not: per-epoch times differ between the "
         "CPU generations these machines have).",
         "",
         "## Notes per row",
