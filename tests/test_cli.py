@@ -94,3 +94,35 @@ def test_every_command_a_doc_shows_runs_an_entry_point_with_flags_it_has(doc, mo
     flags = re.findall(r"(?<![\w-])(--[a-z][\w-]*)", arguments)
     unknown = [flag for flag in flags if not re.search(rf"(?<![\w-]){flag}(?![\w-])", help_of(module))]
     assert not unknown, f"{doc}: `{module}` has no {unknown} (its --help)"
+
+
+# `dvc exp show --only-changed ...`: DVC's own commands as the docs show them.
+DVC_COMMAND = re.compile(r"(?:^|`|&& )dvc ((?:[a-z]+ ?){1,2})((?:[^`#&\n]|&(?!&))*)", re.MULTILINE)
+
+
+@functools.cache
+def dvc_help(command: str) -> str:
+    """`dvc COMMAND --help` of the longest prefix of ``command`` that is a dvc command."""
+    words = command.split()
+    for end in range(len(words), 0, -1):
+        result = subprocess.run([sys.executable, "-m", "dvc", *words[:end], "--help"], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode == 0:
+            return result.stdout
+    raise AssertionError(f"`dvc {command}` is no dvc command")
+
+
+def doc_dvc_commands() -> list[tuple[str, str, str]]:
+    return sorted({(doc.name, match.group(1).strip(), match.group(2))
+                   for doc in DOCS for match in DVC_COMMAND.finditer(doc.read_text())})
+
+
+def test_docs_show_dvc_commands():
+    assert ("README.md", "metrics show", "reports/train reports/eval") in doc_dvc_commands()
+
+
+@pytest.mark.parametrize(("doc", "command", "arguments"), doc_dvc_commands())
+def test_every_dvc_command_a_doc_shows_has_the_flags_it_uses(doc, command, arguments):
+    flags = re.findall(r"(?<![\w-])(--[a-z][\w-]*|-[a-zA-Z])(?![\w-])", arguments)
+    unknown = [flag for flag in flags if not re.search(rf"(?<![\w-]){flag}(?![\w-])", dvc_help(command))]
+    assert not unknown, f"{doc}: `dvc {command}` has no {unknown} (its --help)"
