@@ -5,9 +5,11 @@ hand) or with the exact weights and pixels expected, never with a figure derived
 
 import ast
 import functools
+import hashlib
 import math
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -313,6 +315,33 @@ def load_yaml(path: str) -> dict:
 def in_repo(dvc_file: str, path: str, wdir: str = ".") -> str:
     """``path`` as written in ``dvc_file`` (relative to its folder, or to a stage's ``wdir``), from the root."""
     return os.path.normpath(Path(dvc_file).parent / wdir / path)
+
+
+def tracked_files(folder: str) -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "-z", folder], cwd=REPO, capture_output=True, text=True, check=True)
+    return [REPO / name for name in listed.stdout.split("\0") if name]
+
+
+@pytest.mark.parametrize("lock", ["dvc.lock", "seeds/dvc.lock"])
+def test_the_locks_record_the_code_in_git(lock):
+    """Every `src/` dependency a lock records is the committed code: a file's md5, a folder's tracked files
+    (no bytecode a test run leaves there). Otherwise a fresh clone's `dvc status` sees changed code and
+    `dvc repro` retrains: a code change is committed with its proof (`src.prove_unchanged --commit`) or
+    its retraining, never without."""
+    stale = []
+    for name, stage in load_yaml(lock)["stages"].items():
+        for dep in stage.get("deps", []):
+            if not dep["path"].startswith("src"):
+                continue
+            path = REPO / dep["path"]  # the stages run from the root (seeds/dvc.yaml's with wdir: ..)
+            if dep["md5"].endswith(".dir"):
+                files = tracked_files(dep["path"])
+                recorded = (dep["size"], dep["nfiles"])
+                if recorded != (sum(f.stat().st_size for f in files), len(files)):
+                    stale.append(f"{name}: {dep['path']} ({recorded[1]} files, {recorded[0]} bytes recorded)")
+            elif hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+                stale.append(f"{name}: {dep['path']}")
+    assert not stale, f"{lock} records other code than git holds: {stale}"
 
 
 def plot_definitions(dvc_file: str) -> dict:
