@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,19 @@ def cifar10_archive(tmp_path_factory) -> Path:
 def cifar100_archive(tmp_path_factory) -> Path:
     return cifar_fixtures.write_archive(tmp_path_factory.mktemp("c100") / "cifar-100-python.tar.gz",
                                         cifar_fixtures.cifar100_members())
+
+
+@pytest.fixture
+def imagenet_unreachable(monkeypatch, tmp_path) -> None:
+    """Keras fetches the VGG16 ImageNet weights from a closed local port, with no cached copy."""
+    from src.architectures import blocks
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    name, _, md5 = blocks.VGG16_NOTOP
+    monkeypatch.setattr(blocks, "VGG16_NOTOP", (name, f"http://127.0.0.1:{port}/{name}", md5))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
 
 
 def base_params() -> dict:

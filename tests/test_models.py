@@ -1,6 +1,5 @@
 """The architecture zoo: every net builds for 10 and 100 classes, seed parameter counts hold."""
 
-import socket
 
 import keras
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from src import architectures
-from src.architectures import airbench, blocks
+from src.architectures import airbench
 from src.core.errors import PipelineError
 from src.evaluation import tta
 from src.training import cpu, fit, models
@@ -101,13 +100,7 @@ def test_unknown_architecture():
         models.build_model("vgg19", 10, SCALE, recipe())
 
 
-def test_imagenet_weights_offline_fail_fast_with_the_fix(monkeypatch, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    name, _, md5 = blocks.VGG16_NOTOP
-    monkeypatch.setattr(blocks, "VGG16_NOTOP", (name, f"http://127.0.0.1:{port}/{name}", md5))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
+def test_imagenet_weights_offline_fail_fast_with_the_fix(imagenet_unreachable):
     with pytest.raises(PipelineError, match=r"set `train.vgg16_transfer.weights: null`"):
         models.build_model("vgg16_transfer", 10, SCALE, recipe(weights="imagenet"))
 

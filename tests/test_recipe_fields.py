@@ -4,7 +4,6 @@ One check per field, each comparing what the code builds from two values of that
 comes from the schema, so a field added without a check fails `test_every_recipe_field_has_a_check`.
 """
 
-import socket
 from typing import get_args
 
 import keras
@@ -13,7 +12,6 @@ import pytest
 import tensorflow as tf
 from pydantic import BaseModel
 
-from src.architectures import blocks
 from src.core.errors import PipelineError
 from src.training import cpu, fit, models
 from src.training.recipe import Optimizer, Schedule, Train
@@ -174,14 +172,8 @@ def check_early_stopping_restore_best_weights():
     assert not early_stopping().restore_best_weights
 
 
-def check_weights(monkeypatch, tmp_path):
+def check_weights(imagenet_unreachable):
     """ImageNet weights are fetched (here from a closed port: the error names the field), none are not."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    name, _, md5 = blocks.VGG16_NOTOP
-    monkeypatch.setattr(blocks, "VGG16_NOTOP", (name, f"http://127.0.0.1:{port}/{name}", md5))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     models.build_model("vgg16_transfer", 10, SCALE, recipe())
     with pytest.raises(PipelineError, match=r"`train.vgg16_transfer.weights: null`"):
         models.build_model("vgg16_transfer", 10, SCALE, recipe(weights="imagenet"))
