@@ -50,6 +50,7 @@ CPU = {"Linux x86_64": "tensorflow-cpu", "Windows AMD64": "tensorflow-cpu",
 INSTALLS = [
     (("requirements.txt",), CPU, set()),
     (("requirements.txt", "requirements-dev.txt"), CPU, set()),
+    (("requirements.txt", "requirements-ray.txt"), CPU, set()),
     (("requirements-gpu.txt",), {"Linux x86_64": "tensorflow"}, {"and-cuda"}),
     (("requirements-gpu.txt", "requirements-dev.txt"), {"Linux x86_64": "tensorflow"}, {"and-cuda"}),
 ]

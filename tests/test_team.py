@@ -6,7 +6,8 @@ never 127.0.0.1. Clone A reproduces and pushes; clone B pulls, reproduces nothin
 A's run; two hosts split a sweep (`dvc exp run --queue`, `dvc queue start`, `dvc exp push`), one of
 them SIGKILLed halfway, and a third clone `dvc exp pull`s all of it. Refusals: no login, a wrong
 password, an unknown S3 key, a member without write permission. Faults: the tracking server
-restarting during a training, unreachable at the start, the remote unreachable on `dvc push`.
+restarting during a training, unreachable at the start, the remote unreachable on `dvc push`. A sweep
+on a Ray cluster of three hosts (`python -m src.sweep`): a wrong token refused, a worker killed mid-trial.
 """
 
 import contextlib
@@ -14,6 +15,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -689,3 +691,137 @@ def test_a_sweep_split_over_two_hosts_one_killed_halfway(stack, lan, clone_a, cl
         assert any(ref.startswith("refs/exps/") for ref in refs) or root in (clone_a[0], clone_b[0]), refs
     print(f"two-host sweep: {time.perf_counter() - started:.0f} s (clones and dvc pull {setup:.0f} s); "
           f"dvc exp push of h1's experiment {push_seconds:.1f} s, dvc exp pull of it {pull_seconds:.1f} s")
+
+
+# --- a sweep on a Ray cluster (src/sweep.py) ------------------------------------------------------
+
+RAY_HEAD, RAY_WORKERS = "h3", ("h1", "h2")
+RAY_PORT = 6379  # each host is a namespace of its own: the default port is free in every one
+# Four trials of one epoch each; learning_rate -1 fails the params check: that trial alone fails.
+RAY_SWEEP = "train.elu3.learning_rate=0.002,0.003,0.004,-1"
+RAY_SWEEP_SECONDS = 1500
+
+
+class RayCluster:
+    """A head (no CPUs for trials: it runs the driver) and two 1-CPU workers, each on its own host, with
+    token authentication on, the token in the environment only, as docs/team.md starts them."""
+
+    def __init__(self, lan: Lan, folder: Path):
+        self.lan, self.token = lan, secrets_token()
+        self.address = f"{lan.addresses[RAY_HEAD]}:{RAY_PORT}"
+        self.env = {**stage_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        common = ["--disable-usage-stats", "--object-store-memory", str(100 * 2**20)]
+        self._start(RAY_HEAD, "--head", "--port", str(RAY_PORT), "--num-cpus", "0", "--include-dashboard=false",
+                    *common, folder=folder)
+        for host in RAY_WORKERS:
+            self._start(host, "--address", self.address, "--num-cpus", "1", *common, folder=folder)
+
+    def _start(self, host: str, *options: str, folder: Path) -> None:
+        # Ray's sockets live under --temp-dir: one per host, as on separate machines.
+        started = subprocess.run(self.lan.command(host, "ray", "start", "--node-ip-address", self.lan.addresses[host],
+                                                  "--temp-dir", str(folder / host), *options),
+                                 env=self.env, capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, f"ray start on {host}:\n{started.stdout}\n{started.stderr}"
+
+    def close(self) -> None:
+        for host in (*RAY_WORKERS, RAY_HEAD):
+            self.lan.kill(host)
+
+
+def secrets_token() -> str:
+    import secrets
+
+    return secrets.token_hex(32)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(lan, request):
+    network = hosts(lan)
+    folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Unix socket paths are limited to 107 bytes
+    cluster = None
+
+    def teardown():
+        if cluster is not None:
+            cluster.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    request.addfinalizer(teardown)
+    cluster = RayCluster(network, folder)
+    return cluster
+
+
+def sweep_runs(stack, sweep_id: str) -> list:
+    experiment = client(stack).get_experiment_by_name("cifar10").experiment_id
+    return client(stack).search_runs([experiment], f"tags.sweep_id = '{sweep_id}'")
+
+
+def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker(stack, lan, clone_a, ray_cluster, tmp_path):
+    """`python -m src.sweep` on the head (alice's login and key): a client with a wrong token is refused;
+    the four trials run on two workers, one of which is SIGKILLed during its trial's training: that trial
+    runs again on the other worker and finishes, its first run ends KILLED; the trial with a bad param
+    fails alone with its `error:` line; each experiment is pushed once and all are ranked by validation
+    accuracy; every trial's run is a child of the sweep's run. The same sweep again runs only what failed."""
+    network = hosts(lan)
+    origin, driver = tmp_path / "origin.git", tmp_path / "driver"
+    git(tmp_path, "clone", "-q", "--bare", str(clone_a[0]), str(origin))
+    git(tmp_path, "clone", "-q", str(origin), str(driver))
+    configure_remote(driver, stack, "alice", shared=False, host=RAY_HEAD, lan=network)
+    alice = env_for(stack, "alice", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray_cluster.token)
+    sweep = ["python", "-m", "src.sweep", "--address", ray_cluster.address, "--cpus", "1", "-S", RAY_SWEEP]
+
+    refused = run(driver, *sweep, env={**alice, "RAY_AUTH_TOKEN": "0" * 64}, check=False, host=RAY_HEAD, lan=network)
+    print(assert_one_error_line(refused, ray_cluster.address, "refuses this client's token", "RAY_AUTH_TOKEN"))
+    experiment = client(stack).get_experiment_by_name("cifar10").experiment_id
+    assert not client(stack).search_runs([experiment], "tags.sweep_role = 'parent'"), "a refused sweep made a run"
+
+    started = time.perf_counter()
+    log = tmp_path / "sweep.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(network.command(RAY_HEAD, *sweep), cwd=driver, env=alice, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + RAY_SWEEP_SECONDS
+        victim = []
+        while not victim:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            victim = client(stack).search_runs([experiment], "tags.host = 'team-h2' and attributes.status = "
+                                                             "'RUNNING' and tags.sweep_trial != ''")
+            time.sleep(0.5)
+        killed_trial = victim[0].data.tags["sweep_trial"]
+        print(f"h2 SIGKILLed ({network.kill('h2')} processes) during {killed_trial}, "
+              f"{time.perf_counter() - started:.0f} s in")
+        process.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        if process.poll() is None:
+            process.kill()
+    seconds = time.perf_counter() - started
+    output = log.read_text()
+    print(output[-3000:])
+    assert process.returncode == 1, output  # one trial failed
+    sweep_id = re.search(r"^(sweep-[0-9a-f]{8}): ", output, re.MULTILINE).group(1)
+    names = [f"{sweep_id}-{n}" for n in (1, 2, 3)]
+    bad = f"{sweep_id}-4"
+    failed = [line for line in output.splitlines() if line.startswith(f"{bad} failed on team-h")]
+    assert len(failed) == 1 and "error: " in failed[0] and "learning_rate" in failed[0], output
+    ranking = [line.split()[1] for line in output.splitlines() if line.strip()[:1].isdigit() and sweep_id in line]
+    assert sorted(ranking) == names, output
+
+    runs = sweep_runs(stack, sweep_id)
+    parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FAILED"
+    children = [r for r in runs if r.data.tags.get("sweep_trial")]
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    for name in names:
+        finished = [r for r in children if r.data.tags["sweep_trial"] == name and r.info.status == "FINISHED"]
+        assert len(finished) == 1 and finished[0].data.tags["dvc_exp_name"] == name, name
+    retried = [r for r in children if r.data.tags["sweep_trial"] == killed_trial]
+    assert sorted(r.info.status for r in retried) == ["FINISHED", "KILLED"], [r.info.status for r in retried]
+    assert next(r for r in retried if r.info.status == "FINISHED").data.tags["host"] == "team-h1"
+    pushed = git(origin, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+    assert sorted(ref.rsplit("/", 1)[1] for ref in pushed) == names, pushed  # once each, the failed one never
+
+    again = run(driver, *sweep, env=alice, check=False, host=RAY_HEAD, lan=network)
+    assert again.returncode == 1 and "3 already pushed, 1 to run" in again.stdout, again.stdout + again.stderr
+    assert len(sweep_runs(stack, sweep_id)) == len(runs)  # nothing retrained; the bad trial fails before its run
+    print(f"Ray sweep, head + 2 workers (one killed): {seconds:.0f} s for 4 trials")
+
