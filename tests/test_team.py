@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from scripts import team_stack
-from tests.conftest import Project, assert_one_error_line, stage_env
+from tests.conftest import REPO, Project, assert_one_error_line, stage_env
 from tests.test_dvc_pipeline import edit_params, ran_stages, tiny_repo
 
 RESTART_EPOCHS = 6
@@ -825,3 +825,20 @@ def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker(stack, lan, clone_a, 
     assert len(sweep_runs(stack, sweep_id)) == len(runs)  # nothing retrained; the bad trial fails before its run
     print(f"Ray sweep, head + 2 workers (one killed): {seconds:.0f} s for 4 trials")
 
+
+
+def test_b11_ray_sweep_benchmark_smoke(lan, cifar10_archive, tmp_path):
+    """B11 builds its own servers, hosts and cluster (benchmarks/b11_ray_sweep.py): one trial each way."""
+    hosts(lan)
+    if not team_stack.postgres_available():
+        pytest.skip("PostgreSQL 15 is not installed")
+    from tests import cifar_fixtures
+
+    results = tmp_path / "B.md"
+    result = subprocess.run([sys.executable, "benchmarks/b11_ray_sweep.py", "--archive", str(cifar10_archive),
+                             "--md5", cifar_fixtures.md5_of(cifar10_archive), "--values", "0.002", "--epochs", "1"],
+                            cwd=REPO, capture_output=True, text=True, env=stage_env({"BENCHMARKS_MD": str(results)}),
+                            timeout=RAY_SWEEP_SECONDS)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = results.read_text()
+    assert "### B11 a sweep on a Ray cluster" in text and "Ratio cluster / one host: **" in text, text
