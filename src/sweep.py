@@ -1,13 +1,20 @@
-"""Run a sweep on a Ray cluster: each trial a Ray task on whichever node has room.
+"""Run a sweep, or the seed table's rows, on a Ray cluster: each trial a Ray task on whichever node has room.
 
     python -m src.sweep --address HEAD:6379 -S 'train.elu3.learning_rate=0.0005,0.001,0.002' [-S …]
                         [--target evaluate@elu3] [--cpus 2]
+    python -m src.sweep --address HEAD:6379 --seed-table [ROW …] [--cpus 2]
 
 A sweep is the grid of the -S lists, as `dvc exp run -S` takes them. Each trial makes a clean clone of
 this commit (from the git remote --git-remote names) on its node, runs `dvc exp run --pull -n NAME -S …`
 there (its data from the DVC remote), logs to the team's MLflow server as a child of one parent run for
 the sweep (tags sweep_id, sweep_trial, ray_node, host), and `dvc exp push`es the experiment. Then this
 command `dvc exp pull`s them and ranks the trials by validation accuracy (never test).
+
+With --seed-table, each row of seeds/dvc.yaml is a trial (the ROWs named, else every row whose training
+`dvc repro seeds/dvc.yaml` would run), reproducing its evaluation; a continuation waits for the row it
+continues and starts from its experiment. Then this command records each row here as its experiment
+left it (seeds/dvc.lock, its reports, its models pulled) and, once no row is left to train, pulls what
+the table is made from and runs `dvc repro seeds/dvc.yaml`: the table is written, and nothing trains here.
 
 Run it on a node of the cluster (the head, or a machine that joined with `ray start --address HEAD:6379
 --num-cpus 0`), from a clean checkout whose commit is pushed, with MLFLOW_TRACKING_URI (and your login)
@@ -29,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from src.cluster import grid
+from src.cluster import grid, seed_table
 from src.cluster import trial as trial_module
 from src.cluster.trial import Outcome, Sweep, Trial, TrialFailed
 from src.core.cli import DefaultsHelpFormatter
@@ -47,15 +54,22 @@ def arguments(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--address", required=True, metavar="HOST:PORT",
                         help="the Ray head's address (its `ray start --head --port`)")
-    parser.add_argument("-S", "--set-param", dest="settings", action="append", required=True, metavar="KEY=V1,V2",
-                        help="a param and its values, as `dvc exp run -S` takes them; the grid of all -S (required)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("-S", "--set-param", dest="settings", action="append", metavar="KEY=V1,V2",
+                      help="a param and its values, as `dvc exp run -S` takes them; the grid of all -S (this or "
+                           "--seed-table is required)")
+    what.add_argument("--seed-table", nargs="*", metavar="ROW",
+                      help="train the seed table's rows instead: the ROWs named, else every row not recorded "
+                           "for this commit (seeds/dvc.yaml); this or -S is required")
     parser.add_argument("--target", action="append", default=[], metavar="STAGE",
-                        help="what each trial reproduces (default: train@NET of each net the -S keys name)")
+                        help="what each trial of -S reproduces (default: train@NET of each net the -S keys name)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs each trial declares, and TensorFlow's threads")
     parser.add_argument("--git-remote", default="origin", help="the git remote the nodes clone from and push to")
     args = parser.parse_args(argv)
     if args.cpus < 1:
         parser.error("--cpus must be at least 1")
+    if args.seed_table is not None and args.target:
+        parser.error("--target goes with -S: a seed table's trial reproduces its row's evaluation")
     return args
 
 
@@ -189,11 +203,15 @@ def connect(address: str, env: dict) -> None:
 
 
 def run_trials(sweep: Sweep, trials: list[Trial]) -> tuple[list[Outcome], list[str]]:
-    """Every trial as a Ray task; each outcome or failure printed as it comes."""
+    """Every trial as a Ray task, one that starts from another's experiment after it; each outcome or
+    failure printed as it comes."""
     import ray
 
     task = ray.remote(num_cpus=sweep.cpus, max_retries=MAX_RETRIES, retry_exceptions=False)(trial_module.run_trial)
-    submitted = {trial.name: task.remote(sweep, trial) for trial in trials}
+    submitted = {}
+    for trial in trials:  # a parent row before its continuation
+        first = [submitted[trial.starts_from]] if trial.starts_from in submitted else []
+        submitted[trial.name] = task.remote(sweep, trial, *first)
     names = {ref: name for name, ref in submitted.items()}
     outcomes, failures, pending = [], [], list(submitted.values())
     while pending:
@@ -203,7 +221,10 @@ def run_trials(sweep: Sweep, trials: list[Trial]) -> tuple[list[Outcome], list[s
             outcome = ray.get(done[0])
         except TrialFailed as failed:
             failures.append(name)
-            print(f"{name} failed on {failed.node}: {failed.message}", flush=True)
+            if failed.name != name:  # Ray never ran it: the trial it starts from failed
+                print(f"{name} not run: {failed.name}, which it starts from, failed", flush=True)
+            else:
+                print(f"{name} failed on {failed.node}: {failed.message}", flush=True)
         except ray.exceptions.RayError as error:  # its node died more often than Ray retries
             failures.append(name)
             print(f"{name} failed: {' '.join(str(error).split())[:300]}", flush=True)
@@ -213,6 +234,50 @@ def run_trials(sweep: Sweep, trials: list[Trial]) -> tuple[list[Outcome], list[s
             print(f"{name} {how} on {outcome.node}", flush=True)
     ray.shutdown()
     return outcomes, failures
+
+
+def seed_rows(named: list[str], seeds) -> list[str]:
+    """The rows to train, in the table's order (a row before its continuation)."""
+    known = [*seeds.rows, *seeds.continued]
+    unknown = [row for row in named if row not in known]
+    if unknown:
+        raise PipelineError(f"--seed-table names {unknown[0]!r}, not a row of the seed table; its rows are "
+                            f"{', '.join(known)} (params.yaml `seeds`)")
+    chosen = named or seed_table.untrained(seeds.rows, seeds.continued)
+    return [row for row in known if row in chosen]
+
+
+def rank_sweep(trials: list[Trial], finished: list[str], nets: list[str]) -> None:
+    by_name = {t.name: t for t in trials}
+    print("rank  trial  val_accuracy  params")
+    for rank, (name, score) in enumerate(ranked(finished, nets, "reports/train"), start=1):
+        shown = "n/a" if score is None else f"{score:.4f}"
+        print(f"{rank:>4}  {name}  {shown}  {' '.join(by_name[name].params)}")
+
+
+def record_seed_table(sweep_id: str, finished: list[str], seeds) -> None:
+    """Each finished row recorded here as its experiment left it; with no row left to train, the table."""
+    print("row  trial  val_accuracy")
+    for name in finished:
+        row = name.removeprefix(f"{sweep_id}-")
+        seed_table.adopt(row, name, seeds.continued)
+        score = json.loads(Path(f"seeds/reports/train/{row}.json").read_text()).get("val_accuracy")
+        print(f"{row}  {name}  {score:.4f}")
+    left = seed_table.untrained(seeds.rows, seeds.continued)
+    if left:
+        print(f"reports/seeds.md not written: {', '.join(left)} still to train (`--seed-table` without names "
+              "trains them)")
+        return
+    # Every row's files and their data first: then `dvc repro` finds every row up to date, and trains none.
+    pipeline = seed_table.PIPELINE
+    for command in (["dvc", "pull", "--with-deps", f"{pipeline}:table"], ["dvc", "repro", pipeline]):
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise PipelineError(f"`{' '.join(command)}` failed: {trial_module.error_line(done.stderr + done.stdout)}")
+    ran = [line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")]
+    print(f"dvc repro seeds/dvc.yaml ran: {', '.join(ran) or 'nothing'}")
+    print("the table is reports/seeds.md: commit it with seeds/dvc.lock and seeds/reports (the models are on "
+          "the DVC remote)")
 
 
 def main(argv: list[str]) -> None:
@@ -227,16 +292,27 @@ def main(argv: list[str]) -> None:
     tracking.configure_store()  # the server answers and takes the login, the DVC remote takes the key
     commit, url = pushed_commit(args.git_remote)
     env = credentials()
-    settings = grid.parse_settings(args.settings)
-    nets = grid.nets_swept(settings) or [target.rpartition("@")[2] for target in args.target]
-    targets = args.target or [f"train@{net}" for net in nets]
-    if not targets:
-        raise PipelineError("the -S keys name no `train.NET` section; say what to reproduce with --target")
-    sweep_id = grid.sweep_id(commit, targets, settings)
-    trials = grid.trials(sweep_id, targets, settings)
-    what = f"{len(trials)} trials of {' '.join(args.settings)}"
+    params = load_params()
+    if args.seed_table is None:
+        settings = grid.parse_settings(args.settings)
+        nets = grid.nets_swept(settings) or [target.rpartition("@")[2] for target in args.target]
+        targets = args.target or [f"train@{net}" for net in nets]
+        if not targets:
+            raise PipelineError("the -S keys name no `train.NET` section; say what to reproduce with --target")
+        sweep_id = grid.sweep_id(commit, targets, settings)
+        trials = grid.trials(sweep_id, targets, settings)
+        what = f"{len(trials)} trials of {' '.join(args.settings)}"
+    else:
+        rows = seed_rows(args.seed_table, params.seeds)
+        if not rows:
+            print("every row of the seed table is recorded for this commit: nothing to train "
+                  "(`dvc pull seeds/dvc.yaml` brings the rows' files)")
+            return
+        sweep_id = grid.sweep_id(commit, [seed_table.PIPELINE], [("rows", rows)], prefix="seeds")
+        trials = seed_table.trials(sweep_id, rows, params.seeds.continued)
+        what = f"{len(trials)} rows of the seed table ({' '.join(rows)})"
     connect(args.address, env)
-    experiment = tracking.experiment_id(load_params().data.dataset)
+    experiment = tracking.experiment_id(params.data.dataset)
     parent = parent_run(experiment, sweep_id, commit, f"`python -m src.sweep`: {what} at {commit[:12]}")
     sweep = Sweep(sweep_id, commit, url, args.git_remote, experiment, parent, args.cpus)
     done_before = pushed_experiments(args.git_remote)
@@ -254,11 +330,10 @@ def main(argv: list[str]) -> None:
     if finished:
         subprocess.run(["dvc", "exp", "pull", "--no-cache", args.git_remote, *finished], check=True,
                        capture_output=True)
-        by_name = {t.name: t for t in trials}
-        print("rank  trial  val_accuracy  params")
-        for rank, (name, score) in enumerate(ranked(finished, nets, "reports/train"), start=1):
-            shown = "n/a" if score is None else f"{score:.4f}"
-            print(f"{rank:>4}  {name}  {shown}  {' '.join(by_name[name].params)}")
+        if args.seed_table is None:
+            rank_sweep(trials, finished, nets)
+        else:
+            record_seed_table(sweep_id, finished, params.seeds)
     if failures:
         sys.exit(1)
 

@@ -1,6 +1,6 @@
 """`python -m src.sweep` without a cluster: its grid, its names, and the one `error:` line for each
-problem found before any trial runs. The sweep itself, on a Ray cluster of three hosts with a worker
-killed, is tests/test_team.py's."""
+problem found before any trial runs; which seed-table rows train, and in what order. The sweep and the
+seed table themselves, on a Ray cluster of three hosts with a worker killed, are tests/test_team.py's."""
 
 import socket
 import subprocess
@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from src.cluster import grid
+from src.cluster import grid, seed_table
 from src.cluster.trial import error_line
+from src.core.errors import PipelineError
+from src.sweep import seed_rows
 from tests.conftest import REPO, assert_one_error_line, stage_env
 
 
@@ -80,3 +82,40 @@ def test_a_local_tracking_store_is_refused():
         result = sweep("--address", f"127.0.0.1:{listening.getsockname()[1]}", "-S", "train.elu3.epochs=1",
                        MLFLOW_TRACKING_URI="")
     print(assert_one_error_line(result, "MLFLOW_TRACKING_URI", "docs/team.md"))
+
+
+# --- the seed table's rows as trials (--seed-table) ------------------------------------------------
+
+def test_a_row_is_to_train_when_dvc_would_run_it_not_when_its_files_are_only_absent():
+    absent = [{"changed outs": {"seeds/models/elu3.keras": "not in cache", "seeds/models/elu3.run.json": "deleted"}},
+              {"changed deps": {"seeds/models/vgg6_bn.keras": "deleted"}}]
+    assert not seed_table.changed(absent) and not seed_table.changed([])
+    assert seed_table.changed([{"changed deps": {"src/training": "modified"}}])
+    assert seed_table.changed([{"changed params": {"params.yaml": {"seeds.train.elu3.epochs": "modified"}}}])
+    assert seed_table.changed([{"changed command": True}])
+    assert seed_table.changed(["always changed"])
+    assert seed_table.changed([*absent, {"changed outs": {"seeds/models/elu3.keras": "modified"}}])
+
+
+def test_a_continuation_of_a_row_trained_here_starts_from_its_experiment():
+    made = seed_table.trials("seeds-x", ["elu3", "vgg6_bn", "vgg6_bn_aug"], {"vgg6_bn_aug": "vgg6_bn"})
+    assert [(t.name, t.targets, t.starts_from) for t in made] == [
+        ("seeds-x-elu3", ("seeds/dvc.yaml:evaluate@elu3",), None),
+        ("seeds-x-vgg6_bn", ("seeds/dvc.yaml:evaluate@vgg6_bn",), None),
+        ("seeds-x-vgg6_bn_aug", ("seeds/dvc.yaml:evaluate_continued@vgg6_bn_aug",), "seeds-x-vgg6_bn")]
+    alone = seed_table.trials("seeds-x", ["vgg6_bn_aug"], {"vgg6_bn_aug": "vgg6_bn"})
+    assert alone[0].starts_from is None  # its parent is recorded: `dvc exp run --pull` pulls its model
+
+
+def test_rows_named_are_taken_in_the_tables_order_and_an_unknown_row_is_refused():
+    from src.core.params import load_params
+
+    seeds = load_params().seeds
+    assert seed_rows(["vgg6_bn_aug", "elu3"], seeds) == ["elu3", "vgg6_bn_aug"]
+    with pytest.raises(PipelineError, match="'vgg7', not a row of the seed table; its rows are elu3, "):
+        seed_rows(["vgg7"], seeds)
+
+
+def test_seed_table_and_target_together_are_refused():
+    result = sweep("--address", "127.0.0.1:1", "--seed-table", "--target", "train@elu3")
+    assert result.returncode == 2 and "--target goes with -S" in result.stderr, result.stderr

@@ -827,6 +827,60 @@ def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker(stack, lan, clone_a, 
 
 
 
+def test_the_seed_table_on_a_ray_cluster_a_continuation_after_its_parent(stack, lan, clone_a, ray_cluster, tmp_path):
+    """`python -m src.sweep --seed-table` on the head: a table of two rows and a continuation of one of
+    them. The rows train side by side on the two workers, the continuation after its parent and from its
+    parent's model; the head then records every row as its experiment left it and writes the table,
+    training nothing itself: `dvc status` finds every row recorded, and the same command again has
+    nothing to train."""
+    network = hosts(lan)
+    origin, driver = tmp_path / "origin.git", tmp_path / "driver"
+    git(tmp_path, "clone", "-q", "--bare", str(clone_a[0]), str(origin))
+    git(tmp_path, "clone", "-q", str(origin), str(driver))
+    edit_params(driver, **{"seeds.rows": ["elu3", "vgg6_bn"], "seeds.continued": {"vgg6_bn_aug": "vgg6_bn"}},
+                **{f"seeds.train.{row}.{key}": value for row in ("elu3", "vgg6_bn", "vgg6_bn_aug")
+                   for key, value in (("epochs", 1), ("batch_size", 50))})
+    git(driver, "commit", "-qam", "a seed table of two rows and a continuation")
+    git(driver, "push", "-q", "origin", "HEAD")
+    configure_remote(driver, stack, "alice", shared=False, host=RAY_HEAD, lan=network)
+    alice = env_for(stack, "alice", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray_cluster.token)
+    table = ["python", "-m", "src.sweep", "--address", ray_cluster.address, "--cpus", "1", "--seed-table"]
+
+    started = time.perf_counter()
+    result = run(driver, *table, env=alice, check=False, host=RAY_HEAD, lan=network, timeout=RAY_SWEEP_SECONDS)
+    seconds = time.perf_counter() - started
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 rows of the seed table (elu3 vgg6_bn vgg6_bn_aug); 0 already pushed, 3 to run" in result.stdout
+    assert "dvc repro seeds/dvc.yaml ran: seeds/dvc.yaml:table\n" in result.stdout, result.stdout  # no row trained here
+    sweep_id = re.search(r"^(seeds-[0-9a-f]{8}): ", result.stdout, re.MULTILINE).group(1)
+
+    runs = {r.data.tags["sweep_trial"].removeprefix(f"{sweep_id}-"): r
+            for r in sweep_runs(stack, sweep_id) if r.data.tags.get("sweep_trial")}
+    parent = next(r for r in sweep_runs(stack, sweep_id) if r.data.tags.get("sweep_role") == "parent")
+    assert sorted(runs) == ["elu3", "vgg6_bn", "vgg6_bn_aug"] and parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+               for r in runs.values())
+    child, its_parent = runs["vgg6_bn_aug"], runs["vgg6_bn"]
+    assert child.data.tags["init_from_run_id"] == its_parent.info.run_id
+    assert child.info.start_time > its_parent.info.end_time  # it waited for its parent
+    for row, tracked in runs.items():  # the workspace holds what each row's experiment trained
+        assert json.loads((driver / f"seeds/models/{row}.run.json").read_text())["run_id"] == tracked.info.run_id
+    status = run(driver, "dvc", "status", "seeds/dvc.yaml", env=alice).stdout
+    assert status.strip() == "Data and pipelines are up to date.", status
+    written = (driver / "reports/seeds.md").read_text()
+    assert "| vgg6_bn_aug | 004 |" in written and "continues vgg6_bn" in written
+    pushed = git(origin, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+    assert sorted(ref.rsplit("/", 1)[1] for ref in pushed) == [f"{sweep_id}-{row}" for row in sorted(runs)]
+
+    git(driver, "add", "-A")
+    git(driver, "commit", "-qm", "the seed table, trained on the cluster")
+    git(driver, "push", "-q", "origin", "HEAD")
+    again = run(driver, *table, env=alice, host=RAY_HEAD, lan=network)
+    assert "every row of the seed table is recorded for this commit: nothing to train" in again.stdout, again.stdout
+    print(f"seed table on Ray, head + 2 workers: {seconds:.0f} s for 2 rows and a continuation")
+
+
 def test_b11_ray_sweep_benchmark_smoke(lan, cifar10_archive, tmp_path):
     """B11 builds its own servers, hosts and cluster (benchmarks/b11_ray_sweep.py): one trial each way."""
     hosts(lan)

@@ -27,9 +27,9 @@ def parse_settings(settings: list[str]) -> list[tuple[str, list[str]]]:
     return parsed
 
 
-def sweep_id(commit: str, targets: list[str], settings: list[tuple[str, list[str]]]) -> str:
+def sweep_id(commit: str, targets: list[str], settings: list[tuple[str, list[str]]], prefix: str = "sweep") -> str:
     identity = json.dumps([commit, sorted(targets), sorted(settings)])
-    return "sweep-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
+    return f"{prefix}-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
 
 
 def trials(sweep: str, targets: list[str], settings: list[tuple[str, list[str]]]) -> list[Trial]:

@@ -1,5 +1,5 @@
-"""One trial, as a Ray task runs it on a node: a clean clone of the sweep's commit, `dvc exp run`, the
-MLflow run a child of the sweep's parent run, then `dvc exp push`.
+"""One trial, as a Ray task runs it on a node: a clean clone of the sweep's commit (with the files of
+the experiment it starts from), `dvc exp run`, the MLflow run a child of the sweep's parent run, then `dvc exp push`.
 
 Shipped to the nodes by value (ray.cloudpickle.register_pickle_by_value): a node needs the project's
 requirements, not a checkout of it. So this module imports nothing from the project.
@@ -24,6 +24,7 @@ class Trial:
     name: str                  # the DVC experiment's name
     params: tuple[str, ...]    # `-S key=value` of `dvc exp run`
     targets: tuple[str, ...]   # what `dvc exp run` reproduces
+    starts_from: str | None = None  # an experiment whose files it starts from (a continuation's parent row's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,8 +101,21 @@ def pushed_experiments(clone: Path, sweep: Sweep, env: dict, trial: Trial, node:
     return set(shown.split())
 
 
-def run_trial(sweep: Sweep, trial: Trial) -> Outcome:
-    """Run ``trial`` here, unless an earlier attempt or an earlier run of the sweep pushed it already."""
+def start_from(clone: Path, sweep: Sweep, trial: Trial, env: dict, node: str) -> None:
+    """The workspace as the experiment ``trial.starts_from`` left it: its lock and git-tracked files (its
+    models `dvc exp run --pull` pulls, as an unchanged stage's missing outputs). Not `dvc exp apply`: its
+    checkout fails on the outputs of stages the experiment never ran."""
+    _run(clone, "dvc", "exp", "pull", "--no-cache", sweep.git_remote_name, trial.starts_from, env=env, trial=trial,
+         node=node)
+    refs = _run(clone, "git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps", env=env, trial=trial,
+                node=node)
+    commit = next(line.split()[0] for line in refs.splitlines() if line.rsplit("/", 1)[1] == trial.starts_from)
+    _run(clone, "git", "checkout", commit, "--", ".", env=env, trial=trial, node=node)
+
+
+def run_trial(sweep: Sweep, trial: Trial, *waited_for: Outcome) -> Outcome:
+    """Run ``trial`` here, unless an earlier attempt or an earlier run of the sweep pushed it already.
+    ``waited_for``: the outcomes of the trials Ray ran first (its parent row's)."""
     started = time.perf_counter()
     node = socket.gethostname()
     root = Path(os.environ.get(WORK_ROOT_VARIABLE) or tempfile.gettempdir()) / "cifar-sweep" / sweep.sweep_id
@@ -115,6 +129,8 @@ def run_trial(sweep: Sweep, trial: Trial) -> Outcome:
         close_earlier_attempts(sweep, trial)
         if trial.name in pushed_experiments(clone, sweep, env, trial, node):
             return Outcome(trial.name, node, time.perf_counter() - started, skipped=True)
+        if trial.starts_from:
+            start_from(clone, sweep, trial, env, node)
         settings = [arg for value in trial.params for arg in ("-S", value)]
         _run(clone, "dvc", "exp", "run", "--pull", "-n", trial.name, *settings, *trial.targets,
              env=env, trial=trial, node=node)
