@@ -7,7 +7,8 @@ A's run; two hosts split a sweep (`dvc exp run --queue`, `dvc queue start`, `dvc
 them SIGKILLed halfway, and a third clone `dvc exp pull`s all of it. Refusals: no login, a wrong
 password, an unknown S3 key, a member without write permission. Faults: the tracking server
 restarting during a training, unreachable at the start, the remote unreachable on `dvc push`. A sweep
-on a Ray cluster of three hosts (`python -m src.sweep`): a wrong token refused, a worker killed mid-trial.
+on a Ray cluster of three hosts (`python -m src.sweep`): a wrong token refused, a worker killed mid-trial;
+the seed table's rows on the same cluster, a continuation after its parent (`--seed-table`).
 """
 
 import contextlib
@@ -824,7 +825,6 @@ def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker(stack, lan, clone_a, 
     assert again.returncode == 1 and "3 already pushed, 1 to run" in again.stdout, again.stdout + again.stderr
     assert len(sweep_runs(stack, sweep_id)) == len(runs)  # nothing retrained; the bad trial fails before its run
     print(f"Ray sweep, head + 2 workers (one killed): {seconds:.0f} s for 4 trials")
-
 
 
 def test_the_seed_table_on_a_ray_cluster_a_continuation_after_its_parent(stack, lan, clone_a, ray_cluster, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from src.cluster.trial import Trial
+from src.cluster.trial import Trial, error_line
 from src.core.errors import PipelineError
 
 PIPELINE = "seeds/dvc.yaml"
@@ -43,7 +43,7 @@ def changed(entries: list) -> bool:
 def status() -> dict:
     shown = subprocess.run(["dvc", "status", "--json", PIPELINE], capture_output=True, text=True)
     if shown.returncode != 0:
-        raise PipelineError(f"`dvc status {PIPELINE}` failed: {shown.stderr.strip().splitlines()[-1:]}")
+        raise PipelineError(f"`dvc status {PIPELINE}` failed: {error_line(shown.stderr)}")
     return {name.removeprefix(f"{PIPELINE}:"): entries for name, entries in json.loads(shown.stdout or "{}").items()}
 
 
@@ -99,8 +99,9 @@ def adopt(row: str, experiment: str, continued: dict[str, str]) -> None:
     targets = [f"{PIPELINE}:{stage}" for stage in stages]
     pulled = subprocess.run(["dvc", "pull", *targets], capture_output=True, text=True)
     if pulled.returncode != 0:
-        raise PipelineError(f"`dvc pull` of {row}'s models failed: {pulled.stderr.strip().splitlines()[-1:]}")
+        raise PipelineError(f"`dvc pull` of {row}'s models failed: {error_line(pulled.stderr)}")
     stale = status()
-    if any(changed(stale.get(stage, [])) for stage in stages):
-        raise PipelineError(f"{row} from {experiment} is not up to date here ({stale}); retrain it with "
-                            f"`dvc repro {targets[-1]}`")
+    for stage in stages:
+        if changed(stale.get(stage, [])):
+            raise PipelineError(f"{stage} from {experiment} is not up to date here ({stale[stage]}); retrain it "
+                                f"with `dvc repro {targets[-1]}`")
